@@ -1,0 +1,1 @@
+"""A crash-safe FAISS gallery of embeddings with SQLite metadata, and bulk indexing."""

@@ -1,0 +1,1 @@
+"""Console entry points (``reid-*``): thin ``main(argv) -> int`` wrappers over library code."""

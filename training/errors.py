@@ -1,0 +1,29 @@
+"""User-facing errors and the one-line error convention shared by every ``reid-*`` command."""
+
+from __future__ import annotations
+
+import sys
+from collections.abc import Callable
+
+
+class ReIDError(Exception):
+    """An error the user can fix (bad path, wrong layout, bad value).
+
+    Commands print it as one line, ``<prog>: error: <message>``, and exit with status 2;
+    the message must say what was wrong and what was expected.
+    """
+
+
+def run_cli(prog: str, body: Callable[[], int | None]) -> int:
+    """Run a command body; turn :class:`ReIDError` into one line on stderr and exit 2.
+
+    Ctrl-C exits 130 without a traceback. Anything else is a bug and keeps its traceback.
+    """
+    try:
+        return int(body() or 0)
+    except ReIDError as exc:
+        print(f"{prog}: error: {exc}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print(f"{prog}: interrupted", file=sys.stderr)
+        return 130
