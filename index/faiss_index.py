@@ -1,0 +1,202 @@
+"""FAISS index types for the gallery: build, train, add, remove, filtered search, snapshot
+files, GPU placement and thread count.
+
+Every index here stores the gallery's own int64 ids (``add_with_ids``), so FAISS ids are
+SQLite ids. Distances coming out of :func:`search` are FAISS's squared L2; the gallery turns
+them into true Euclidean distances.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+from dataclasses import dataclass
+from pathlib import Path
+from typing import BinaryIO
+
+import faiss
+import numpy as np
+
+from index.manifest import IndexSpec
+from training.errors import ReIDError
+from training.fileio import atomic_write_with
+
+log = logging.getLogger(__name__)
+
+FLAT = "flat"
+IVF_FLAT = "ivf_flat"
+IVF_PQ = "ivf_pq"
+INDEX_TYPES = (FLAT, IVF_FLAT, IVF_PQ)
+DEVICES = ("auto", "cpu", "cuda")
+
+# FAISS's k-means warns below 39 training points per centroid; fewer gives poor centroids.
+_POINTS_PER_CENTROID = 39
+
+
+def set_num_threads(n: int) -> None:
+    """Cap the OpenMP threads FAISS uses per search/add (process-wide).
+
+    A server running R request threads on C cores wants about C / R here, so concurrent
+    searches do not oversubscribe the cores. Never called implicitly.
+    """
+    if not isinstance(n, int) or n < 1:
+        raise ReIDError(f"faiss thread count must be a positive integer, got {n!r}")
+    faiss.omp_set_num_threads(n)
+
+
+def validate_spec(spec: IndexSpec, dim: int) -> None:
+    """Raise ReIDError if ``spec`` cannot index ``dim``-d vectors."""
+    if spec.index_type not in INDEX_TYPES:
+        raise ReIDError(f"unknown index type {spec.index_type!r}; expected one of {', '.join(INDEX_TYPES)}")
+    for name in ("nlist", "nprobe", "m", "nbits", "train_size"):
+        value = getattr(spec, name)
+        if not isinstance(value, int) or value < 1:
+            raise ReIDError(f"index parameter {name} must be a positive integer, got {value!r}")
+    if spec.index_type == IVF_PQ:
+        if dim % spec.m:
+            raise ReIDError(f"IVF-PQ needs m to divide the dimension: m={spec.m} does not divide dim={dim}")
+        if spec.nbits > 16:
+            raise ReIDError(f"IVF-PQ nbits must be at most 16, got {spec.nbits}")
+
+
+def min_train_size(spec: IndexSpec) -> int:
+    """How many stored vectors an IVF index needs before it is trained (0 for flat)."""
+    if spec.index_type == FLAT:
+        return 0
+    need = _POINTS_PER_CENTROID * spec.nlist
+    if spec.index_type == IVF_PQ:
+        need = max(need, _POINTS_PER_CENTROID * (1 << spec.nbits))
+    return need
+
+
+def new_flat(dim: int) -> faiss.Index:
+    """An empty exact L2 index that keeps caller-given ids."""
+    return faiss.IndexIDMap2(faiss.IndexFlatL2(dim))
+
+
+def train_ivf(spec: IndexSpec, dim: int, sample: np.ndarray) -> faiss.Index:
+    """Return an empty IVF index of ``spec`` trained on ``sample`` (n, dim) float32."""
+    quantizer = faiss.IndexFlatL2(dim)
+    if spec.index_type == IVF_FLAT:
+        index = faiss.IndexIVFFlat(quantizer, dim, spec.nlist, faiss.METRIC_L2)
+    elif spec.index_type == IVF_PQ:
+        index = faiss.IndexIVFPQ(quantizer, dim, spec.nlist, spec.m, spec.nbits)
+    else:
+        raise ValueError(f"{spec.index_type} is not an IVF type")
+    # The index owns its quantizer once we return; without this the Python object would free it.
+    index.own_fields = True
+    quantizer.this.disown()
+    index.train(np.ascontiguousarray(sample, dtype=np.float32))
+    index.nprobe = min(spec.nprobe, spec.nlist)
+    return index
+
+
+def add(index: faiss.Index, xb: np.ndarray, ids: np.ndarray) -> None:
+    index.add_with_ids(np.ascontiguousarray(xb, dtype=np.float32), np.ascontiguousarray(ids, dtype=np.int64))
+
+
+def remove(index: faiss.Index, ids: np.ndarray) -> int:
+    if ids.size == 0:
+        return 0
+    return int(index.remove_ids(np.ascontiguousarray(ids, dtype=np.int64)))
+
+
+def is_ivf(index: faiss.Index) -> bool:
+    return isinstance(index, faiss.IndexIVF)
+
+
+@dataclass(frozen=True)
+class RawHits:
+    """FAISS output: ``D`` (M, k) float32 squared L2, ``I`` (M, k) int64, -1 where empty."""
+
+    D: np.ndarray
+    I: np.ndarray  # noqa: E741
+
+
+def search(index: faiss.Index, xq: np.ndarray, k: int, allowed: np.ndarray | None, nprobe: int | None) -> RawHits:
+    """k-NN of ``xq`` (M, dim) among ids where ``allowed`` (bool over the id range) is True.
+
+    ``allowed=None`` searches everything. The mask becomes a FAISS IDSelectorBitmap, so the
+    filter is applied inside the scan and a row comes back full whenever k items pass it
+    (for IVF, whenever k passing items lie in the probed lists).
+    """
+    selector = None
+    if allowed is not None:
+        bitmap = np.packbits(allowed, bitorder="little")
+        # The selector borrows ``bitmap``'s memory: it stays referenced until the search ends.
+        selector = faiss.IDSelectorBitmap(bitmap.size, faiss.swig_ptr(bitmap))
+    if is_ivf(index):
+        params = faiss.SearchParametersIVF(sel=selector, nprobe=nprobe or index.nprobe)
+    elif selector is not None:
+        params = faiss.SearchParameters(sel=selector)
+    else:
+        params = None
+    D, I = index.search(np.ascontiguousarray(xq, dtype=np.float32), k, params=params)
+    return RawHits(D=D, I=I)
+
+
+def write_index_file(path: Path, index: faiss.Index) -> None:
+    """Save ``index`` to ``path`` atomically (temp file, fsync, rename, fsync dir)."""
+
+    def write(fh: BinaryIO) -> None:
+        writer = faiss.PyCallbackIOWriter(fh.write)
+        faiss.write_index(index, writer)
+        del writer  # flushes FAISS's side before atomic_open fsyncs the file
+
+    atomic_write_with(path, write)
+
+
+def read_index_file(path: Path) -> faiss.Index:
+    return faiss.read_index(str(path))
+
+
+def gpu_available() -> bool:
+    return hasattr(faiss, "StandardGpuResources") and faiss.get_num_gpus() > 0
+
+
+def resolve_device(requested: str) -> str:
+    """Map ``"auto" | "cpu" | "cuda"`` to the device searches will really use, saying why
+    in a log line whenever a GPU was wanted but cannot be used."""
+    if requested not in DEVICES:
+        raise ReIDError(f"unknown device {requested!r}; expected one of {', '.join(DEVICES)}")
+    if requested == "cpu":
+        return "cpu"
+    if gpu_available():
+        return "cuda"
+    why = (
+        "this faiss build has no GPU support"
+        if not hasattr(faiss, "StandardGpuResources")
+        else "faiss sees no GPU"
+    )
+    level = logging.WARNING if requested == "cuda" else logging.INFO
+    log.log(level, "gallery device=%s: %s; searching on the CPU", requested, why)
+    return "cpu"
+
+
+class GpuMirror:
+    """A GPU copy of a CPU index for unfiltered searches, refreshed lazily after mutations."""
+
+    def __init__(self) -> None:
+        self._resources = faiss.StandardGpuResources()
+        self._index: faiss.Index | None = None
+        self._failed = False
+        self._lock = threading.Lock()  # concurrent searches must not copy the index twice
+
+    def invalidate(self) -> None:
+        with self._lock:
+            self._index = None
+
+    def get(self, cpu_index: faiss.Index) -> faiss.Index | None:
+        """The GPU copy of ``cpu_index``, or None (after a log line) if it cannot be moved."""
+        with self._lock:
+            if self._failed:
+                return None
+            if self._index is None:
+                try:
+                    self._index = faiss.index_cpu_to_gpu(self._resources, 0, cpu_index)
+                except RuntimeError as exc:
+                    # Some layouts (e.g. IVF-PQ with many bytes per code) do not fit GPU kernels.
+                    self._failed = True
+                    log.warning("could not move the index to the GPU (%s); searching on the CPU", exc)
+                    return None
+            return self._index

@@ -1,0 +1,722 @@
+"""The gallery: a crash-safe FAISS index of embeddings with SQLite metadata.
+
+On disk a gallery is a folder::
+
+    manifest.json               commit point for snapshots (format, dim, fingerprint, index spec,
+                                which snapshot file reflects which SQLite change)
+    gallery.db (+ -wal, -shm)   SQLite, WAL, synchronous=FULL: metadata and raw float32 vectors
+    index-<seq>-<tag>.faiss     FAISS snapshot named by the manifest (derived data)
+    gallery.lock                held (flock) by the one process that has the gallery open
+
+SQLite is the source of truth: each ``add``/``remove`` is one durable transaction. The FAISS
+snapshot is a cache of it, written atomically at ``checkpoint()`` and on ``close()``; opening
+replays whatever SQLite changed after the snapshot, so FAISS always holds exactly the stored
+rows. See docs/gallery.md for the protocol and why it survives kill -9 and full disks.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import fcntl
+import json
+import logging
+import os
+import threading
+import time
+import uuid
+from collections.abc import Callable, Iterable, Sequence
+from dataclasses import replace
+from pathlib import Path
+from typing import Any
+
+import faiss
+import numpy as np
+
+from index import faiss_index
+from index.faiss_index import FLAT, GpuMirror, RawHits
+from index.filters import FilterColumns
+from index.manifest import (
+    MANIFEST_NAME,
+    IndexSpec,
+    Manifest,
+    Snapshot,
+    manifest_path,
+    read_manifest,
+    write_manifest,
+)
+from index.rwlock import ReadWriteLock
+from index.records import GalleryItem, GalleryStats, IdentityMatch, ItemRecord, Match, SearchResult
+from index.store import DB_NAME, MetadataStore
+from training.errors import ReIDError
+
+log = logging.getLogger(__name__)
+
+LOCK_NAME = "gallery.lock"
+DEFAULT_CHECKPOINT_EVERY = 50_000
+_SNAPSHOT_GLOB = "index-*.faiss"
+_REPLAY_BATCH = 4096
+
+
+def _check_matrix(x: object, dim: int, what: str) -> np.ndarray:
+    """Return ``x`` as a C-contiguous (n, dim) float32 array of finite values, or raise."""
+    if not isinstance(x, np.ndarray):
+        raise ReIDError(f"{what} must be a numpy array of shape (n, {dim}), got {type(x).__name__}")
+    if x.dtype != np.float32:
+        raise ReIDError(f"{what} must have dtype float32, got {x.dtype} (convert with .astype(np.float32))")
+    if x.ndim != 2 or x.shape[1] != dim:
+        raise ReIDError(f"{what} must have shape (n, {dim}) for this gallery, got {x.shape}")
+    if not np.isfinite(x).all():
+        bad = int((~np.isfinite(x)).any(axis=1).sum())
+        raise ReIDError(f"{what} has {bad} row(s) with NaN or infinite values")
+    return np.ascontiguousarray(x)
+
+
+def _check_max_distance(value: object) -> None:
+    if value is None:
+        return
+    if isinstance(value, bool) or not isinstance(value, (int, float, np.integer, np.floating)) or not value >= 0:
+        raise ReIDError(f"max_distance must be a non-negative number (Euclidean), got {value!r}")
+
+
+def _check_record(row: int, rec: object) -> None:
+    """Raise ReIDError unless ``rec`` is an ItemRecord whose fields have storable types."""
+    if not isinstance(rec, ItemRecord):
+        raise ReIDError(f"metadata record {row} must be an ItemRecord, got {type(rec).__name__}")
+    for name in ("pid", "camid"):
+        value = getattr(rec, name)
+        if value is not None and (isinstance(value, bool) or not isinstance(value, (int, np.integer))):
+            raise ReIDError(f"metadata record {row}: {name} must be an integer or None, got {value!r}")
+    ts = rec.timestamp
+    if ts is not None and (isinstance(ts, bool) or not isinstance(ts, (int, float, np.integer, np.floating))
+                           or not np.isfinite(ts)):
+        raise ReIDError(f"metadata record {row}: timestamp must be a finite number or None, got {ts!r}")
+    for name in ("path", "content_hash"):
+        value = getattr(rec, name)
+        if value is not None and not isinstance(value, str):
+            raise ReIDError(f"metadata record {row}: {name} must be a string or None, got {value!r}")
+
+
+def _check_positive(value: object, name: str) -> int:
+    if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < 1:
+        raise ReIDError(f"{name} must be a positive integer, got {value!r}")
+    return int(value)
+
+
+class Gallery:
+    """A gallery of ``dim``-d embeddings searched by Euclidean distance.
+
+    Make one with :meth:`create`, reopen with :meth:`open`; use as a context manager or call
+    :meth:`close`. Thread-safe: searches run concurrently with each other and with adds and
+    removes from other threads; writers are serialised. One process at a time.
+    """
+
+    def __init__(self, path: Path, manifest: Manifest, store: MetadataStore, lock_fd: int,
+                 device: str, checkpoint_every: int | None) -> None:
+        self.path = path
+        self._manifest = manifest
+        self._store = store
+        self._lock_fd = lock_fd
+        self._checkpoint_every = checkpoint_every
+        self._writer = threading.Lock()  # serialises add/remove/checkpoint/rebuild
+        self._rw = ReadWriteLock()  # guards the FAISS index and filter columns
+        self._index = faiss_index.new_flat(manifest.dim)
+        self._layout = FLAT
+        self._filters = FilterColumns()
+        self._dirty = 0  # changes since the snapshot in the manifest
+        self._closed = False
+        self._warned_untrained = False
+        self.device = faiss_index.resolve_device(device)
+        self._gpu = GpuMirror() if self.device == "cuda" else None
+
+    # -- create / open / close -----------------------------------------------------------
+
+    @classmethod
+    def create(
+        cls,
+        path: str | os.PathLike[str],
+        dim: int,
+        fingerprint: str,
+        index_type: str = FLAT,
+        *,
+        nlist: int = 1024,
+        nprobe: int = 32,
+        m: int = 64,
+        nbits: int = 8,
+        train_size: int = 100_000,
+        device: str = "cpu",
+        checkpoint_every: int | None = DEFAULT_CHECKPOINT_EVERY,
+        extra: dict[str, Any] | None = None,
+    ) -> Gallery:
+        """Create an empty gallery folder at ``path`` (new, or empty) and open it.
+
+        ``fingerprint`` identifies the embedding model; later opens check it. ``index_type``
+        is ``"flat"`` (exact), ``"ivf_flat"`` or ``"ivf_pq"`` (see docs/gallery.md).
+        ``extra`` is JSON-serialisable information kept verbatim in the manifest (e.g. which
+        embedding the model exports); ``checkpoint_every`` saves a snapshot after that many
+        added/removed items (None: only on ``checkpoint()`` and ``close()``).
+        """
+        dim = _check_positive(dim, "dim")
+        if not isinstance(fingerprint, str) or not fingerprint:
+            raise ReIDError(f"fingerprint must be a non-empty string, got {fingerprint!r}")
+        try:
+            extra = json.loads(json.dumps(extra or {}))
+        except (TypeError, ValueError) as exc:
+            raise ReIDError(f"extra manifest information must be JSON-serialisable: {exc}") from exc
+        spec = IndexSpec(index_type=index_type, nlist=nlist, nprobe=nprobe, m=m, nbits=nbits,
+                         train_size=train_size)
+        faiss_index.validate_spec(spec, dim)
+        folder = Path(path)
+        if manifest_path(folder).exists():
+            raise ReIDError(f"{folder} is already a gallery; open it with Gallery.open or pick a new folder")
+        if folder.exists():
+            if not folder.is_dir():
+                raise ReIDError(f"cannot create a gallery at {folder}: it is a file")
+            # Without a manifest, a gallery.db here can only be the leftover of an interrupted
+            # create (nothing can be added before the manifest exists), so it may be replaced.
+            leftovers = {DB_NAME, DB_NAME + "-wal", DB_NAME + "-shm", DB_NAME + "-journal", LOCK_NAME}
+            others = [p.name for p in folder.iterdir() if p.name not in leftovers]
+            if others:
+                raise ReIDError(f"cannot create a gallery in {folder}: the folder is not empty "
+                                f"(holds {', '.join(sorted(others)[:5])})")
+        folder.mkdir(parents=True, exist_ok=True)
+        lock_fd = _lock(folder)
+        try:
+            for name in (DB_NAME, DB_NAME + "-wal", DB_NAME + "-shm", DB_NAME + "-journal"):
+                with contextlib.suppress(FileNotFoundError):
+                    (folder / name).unlink()
+            MetadataStore.create(folder / DB_NAME, dim, fingerprint).close()
+            manifest = Manifest(dim=dim, fingerprint=fingerprint, spec=spec, created_at=time.time(),
+                                extra=extra)
+            write_manifest(folder, manifest)  # last: from here on the folder is a gallery
+            store = MetadataStore.open(folder / DB_NAME, dim, fingerprint)
+        except BaseException:
+            _unlock(lock_fd)
+            raise
+        log.info("created gallery %s (dim %d, %s index, model %s)", folder, dim, index_type, fingerprint)
+        return cls(folder, manifest, store, lock_fd, device, checkpoint_every)
+
+    @classmethod
+    def open(
+        cls,
+        path: str | os.PathLike[str],
+        expected_dim: int | None = None,
+        expected_fingerprint: str | None = None,
+        *,
+        device: str = "cpu",
+        checkpoint_every: int | None = DEFAULT_CHECKPOINT_EVERY,
+    ) -> Gallery:
+        """Open the gallery at ``path``, bringing its FAISS index up to date with SQLite.
+
+        Raises ReIDError if the folder is not a gallery, or if ``expected_dim`` /
+        ``expected_fingerprint`` (the model about to query it) do not match the gallery's.
+        """
+        folder = Path(path)
+        manifest = read_manifest(folder)
+        if expected_fingerprint is not None and expected_fingerprint != manifest.fingerprint:
+            raise ReIDError(
+                f"gallery {folder} was built with model fingerprint {manifest.fingerprint}, but "
+                f"the model in use has fingerprint {expected_fingerprint}: its embeddings are not "
+                "comparable; rebuild the gallery with this model or use the matching model"
+            )
+        if expected_dim is not None and expected_dim != manifest.dim:
+            raise ReIDError(
+                f"gallery {folder} holds {manifest.dim}-d embeddings (model {manifest.fingerprint}), "
+                f"but the model in use gives {expected_dim}-d ones: rebuild the gallery with this "
+                "model or use the matching model"
+            )
+        lock_fd = _lock(folder)
+        try:
+            store = MetadataStore.open(folder / DB_NAME, manifest.dim, manifest.fingerprint)
+        except BaseException:
+            _unlock(lock_fd)
+            raise
+        gallery = cls(folder, manifest, store, lock_fd, device, checkpoint_every)
+        try:
+            gallery._recover()
+        except BaseException:
+            store.close()
+            _unlock(lock_fd)
+            raise
+        return gallery
+
+    def close(self) -> None:
+        """Save a snapshot if anything changed, then release the gallery. Idempotent.
+
+        If the snapshot cannot be written (e.g. a full disk) the gallery is still released and
+        the ReIDError is raised; nothing is lost, the next open replays from SQLite.
+        """
+        if self._closed:
+            return
+        try:
+            if self._dirty:
+                self.checkpoint()
+        finally:
+            with self._writer, self._rw.write():
+                self._closed = True
+                self._store.close()
+                _unlock(self._lock_fd)
+
+    def __enter__(self) -> Gallery:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    # -- properties ----------------------------------------------------------------------
+
+    @property
+    def dim(self) -> int:
+        return self._manifest.dim
+
+    @property
+    def fingerprint(self) -> str:
+        return self._manifest.fingerprint
+
+    @property
+    def spec(self) -> IndexSpec:
+        return self._manifest.spec
+
+    @property
+    def extra(self) -> dict[str, Any]:
+        """The ``extra`` information given at creation (a copy)."""
+        return dict(self._manifest.extra)
+
+    def __len__(self) -> int:
+        with self._rw.read():
+            return int(self._index.ntotal)
+
+    # -- writes --------------------------------------------------------------------------
+
+    def add(self, vectors: np.ndarray, records: Sequence[ItemRecord]) -> np.ndarray:
+        """Add ``vectors`` (N, dim) float32 with one :class:`ItemRecord` each, in one durable
+        transaction. Returns the new ids, (N,) int64, in input order. When this returns, the
+        items survive any crash. Does not skip duplicates: check :meth:`contains_hash` first.
+        """
+        xb = _check_matrix(vectors, self.dim, "vectors")
+        records = list(records)
+        if len(records) != xb.shape[0]:
+            raise ReIDError(f"got {xb.shape[0]} vectors but {len(records)} metadata records")
+        for row, rec in enumerate(records):
+            _check_record(row, rec)
+        if not records:
+            return np.empty(0, dtype=np.int64)
+        with self._writer:
+            self._check_open()
+            ids, _ = self._store.add_items(xb, records)
+            try:
+                with self._rw.write():
+                    faiss_index.add(self._index, xb, ids)
+                    self._filters.add(ids, records)
+                    self._invalidate_gpu()
+            except BaseException:
+                # SQLite already holds the rows; make FAISS agree with it again.
+                self._rebuild_locked()
+                raise
+            self._dirty += len(records)
+            self._maybe_train_locked()
+            self._maybe_autosave_locked()
+        return ids
+
+    def remove(self, ids: Iterable[int]) -> int:
+        """Remove the items with these ids (unknown ids are ignored); return how many went."""
+        try:
+            wanted = [int(i) for i in np.asarray(list(ids), dtype=np.int64).ravel()]
+        except (TypeError, ValueError) as exc:
+            raise ReIDError(f"ids to remove must be integers: {exc}") from exc
+        if not wanted:
+            return 0
+        return self._remove(lambda: self._store.remove_ids(wanted))
+
+    def remove_identity(self, pid: int) -> int:
+        """Remove every item labelled ``pid``; return how many went."""
+        return self._remove(lambda: self._store.remove_column("pid", int(pid)))
+
+    def remove_camera(self, camid: int) -> int:
+        """Remove every item from camera ``camid``; return how many went."""
+        return self._remove(lambda: self._store.remove_column("camid", int(camid)))
+
+    def _remove(self, commit: Callable[[], tuple[np.ndarray, int]]) -> int:
+        with self._writer:
+            self._check_open()
+            # Searches are held off across the SQLite commit AND the FAISS removal, so once
+            # this returns no search can see a removed id, and none sees a half-removed one.
+            with self._rw.write():
+                removed, _ = commit()
+                try:
+                    faiss_index.remove(self._index, removed)
+                    self._filters.remove(removed)
+                    self._invalidate_gpu()
+                except BaseException:
+                    self._rebuild_locked(already_exclusive=True)
+                    raise
+            self._dirty += int(removed.size)
+            self._maybe_autosave_locked()
+            return int(removed.size)
+
+    def checkpoint(self) -> None:
+        """Write the FAISS snapshot and commit it with the manifest (atomic, durable).
+
+        Raises ReIDError if the disk refuses (the previous snapshot and manifest stay intact
+        and every committed add/remove stays in SQLite).
+        """
+        with self._writer:
+            self._check_open()
+            self._checkpoint_locked()
+
+    def rebuild(self) -> None:
+        """Rebuild the FAISS index from the vectors in SQLite (retraining IVF on a fresh
+        sample), then checkpoint. Use after the data has drifted far from the training sample."""
+        with self._writer:
+            self._check_open()
+            self._rebuild_locked()
+            self._checkpoint_locked()
+
+    # -- reads ---------------------------------------------------------------------------
+
+    def contains_hash(self, hashes: Iterable[str]) -> set[str]:
+        """The subset of ``hashes`` (hex sha256 of file bytes) already in the gallery."""
+        self._check_open()
+        return self._store.contains_hashes(hashes)
+
+    def items(self, ids: Iterable[int]) -> list[GalleryItem]:
+        """Metadata of the listed ids that exist, in the order asked."""
+        wanted = [int(i) for i in ids]
+        with self._rw.read():
+            self._check_open()
+            found = self._store.items_by_ids(wanted)
+        return [found[i] for i in wanted if i in found]
+
+    def search(
+        self,
+        xq: np.ndarray,
+        k: int,
+        *,
+        cameras: Iterable[int] | None = None,
+        exclude_cameras: Iterable[int] | None = None,
+        time_range: tuple[float | None, float | None] | None = None,
+        max_distance: float | None = None,
+    ) -> SearchResult:
+        """The k nearest gallery items of each query ``xq`` (M, dim) float32.
+
+        Filters restrict the candidates before ranking, so a row holds k results whenever k
+        items pass them: ``cameras`` keeps those cameras, ``exclude_cameras`` drops them,
+        ``time_range=(start, end)`` keeps timestamps in the closed range (None = open end),
+        ``max_distance`` drops results farther than that (true Euclidean).
+        """
+        xq = _check_matrix(xq, self.dim, "queries")
+        k = _check_positive(k, "k")
+        _check_max_distance(max_distance)
+        with self._rw.read():
+            self._check_open()
+            allowed = self._filters.mask(cameras, exclude_cameras, time_range)
+            hits = self._search_locked(xq, k, allowed)
+            D, I = _true_distances(hits, max_distance)
+            found = self._store.items_by_ids(I[I >= 0].tolist())
+        matches = [
+            [Match(float(d), found[int(i)]) for d, i in zip(D[row], I[row], strict=True) if i >= 0]
+            for row in range(I.shape[0])
+        ]
+        return SearchResult(D=D, I=I, matches=matches)
+
+    def search_identities(
+        self,
+        xq: np.ndarray,
+        k_identities: int,
+        *,
+        items_per_identity: int = 5,
+        cameras: Iterable[int] | None = None,
+        exclude_cameras: Iterable[int] | None = None,
+        time_range: tuple[float | None, float | None] | None = None,
+        max_distance: float | None = None,
+    ) -> list[list[IdentityMatch]]:
+        """Rank identities (pid) for each query by their best (smallest-distance) match.
+
+        Only labelled items take part (an item without a pid has no identity to rank). Each
+        identity comes with its ``items_per_identity`` nearest items passing the filters.
+        Internally the item search is widened until the answer is exact for the index.
+        """
+        xq = _check_matrix(xq, self.dim, "queries")
+        k_identities = _check_positive(k_identities, "k_identities")
+        items_per_identity = _check_positive(items_per_identity, "items_per_identity")
+        _check_max_distance(max_distance)
+        with self._rw.read():
+            self._check_open()
+            allowed = self._filters.mask(cameras, exclude_cameras, time_range, labelled_only=True)
+            per_pid = self._filters.pid_counts(allowed)
+            n_pass = sum(per_pid.values())
+            results: list[list[IdentityMatch]] = [[] for _ in range(xq.shape[0])]
+            grouped: dict[int, list[tuple[float, int, int]]] = {}
+            pending = list(range(xq.shape[0]))
+            fetch = min(n_pass, max(32, 4 * k_identities * items_per_identity))
+            while pending and fetch > 0:
+                hits = self._search_locked(xq[pending], fetch, allowed)
+                D, I = _true_distances(hits, None)
+                still = []
+                for row, q in enumerate(pending):
+                    valid = I[row] >= 0
+                    groups = _group_by_pid(D[row][valid], I[row][valid], self._filters.pids(I[row][valid]),
+                                           max_distance)
+                    top = list(groups.items())[:k_identities]
+                    complete = len(groups) >= k_identities and all(
+                        len(items) >= min(items_per_identity, per_pid[pid]) for pid, items in top
+                    )
+                    beyond = max_distance is not None and valid.any() and D[row][valid][-1] > max_distance
+                    if complete or beyond or fetch >= n_pass:
+                        grouped[q] = [(d, i, pid) for pid, items in top for d, i in items[:items_per_identity]]
+                    else:
+                        still.append(q)
+                pending = still
+                fetch = min(n_pass, fetch * 4)
+            found = self._store.items_by_ids(i for rows in grouped.values() for _, i, _ in rows)
+        for q, rows in grouped.items():
+            by_pid: dict[int, list[Match]] = {}
+            for d, i, pid in rows:
+                by_pid.setdefault(pid, []).append(Match(d, found[i]))
+            results[q] = [IdentityMatch(pid=pid, distance=m[0].distance, items=m) for pid, m in by_pid.items()]
+        return results
+
+    def stats(self) -> GalleryStats:
+        """Counts, dimension, fingerprint, index kind and size on disk."""
+        with self._rw.read():
+            self._check_open()
+            identities, unlabelled, per_camera = self._filters.summary()
+            count = int(self._index.ntotal)
+            layout = self._layout
+        size = sum(p.stat().st_size for p in self.path.iterdir() if p.is_file())
+        return GalleryStats(
+            count=count, identities=identities, unlabelled=unlabelled, per_camera=per_camera,
+            dim=self.dim, fingerprint=self.fingerprint, index_type=self.spec.index_type,
+            active_index=layout, device=self.device, on_disk_bytes=size,
+        )
+
+    # -- internals -----------------------------------------------------------------------
+
+    def _check_open(self) -> None:
+        if self._closed:
+            raise ReIDError(f"gallery {self.path} is closed")
+
+    def _invalidate_gpu(self) -> None:
+        if self._gpu is not None:
+            self._gpu.invalidate()
+
+    def _search_locked(self, xq: np.ndarray, k: int, allowed: np.ndarray | None) -> RawHits:
+        """Raw FAISS hits, (M, k), holding the read lock. Widens IVF probing when a filter
+        leaves fewer than min(k, passing items) results in the probed lists."""
+        M = xq.shape[0]
+        n_pass = int(self._index.ntotal) if allowed is None else int(allowed.sum())
+        k_eff = min(k, n_pass)
+        D = np.full((M, k), np.inf, dtype=np.float32)
+        I = np.full((M, k), -1, dtype=np.int64)
+        if k_eff == 0:
+            return RawHits(D=D, I=I)
+        if self._gpu is not None and allowed is None:
+            gpu_index = self._gpu.get(self._index)
+            if gpu_index is not None:
+                hits = faiss_index.search(gpu_index, xq, k_eff, None, None)
+                D[:, :k_eff], I[:, :k_eff] = hits.D, hits.I
+                return RawHits(D=D, I=I)
+        nprobe = self._index.nprobe if faiss_index.is_ivf(self._index) else None
+        while True:
+            hits = faiss_index.search(self._index, xq, k_eff, allowed, nprobe)
+            short = (hits.I >= 0).sum(axis=1).min() < k_eff
+            if nprobe is None or not short or nprobe >= self._index.nlist:
+                break
+            nprobe = min(self._index.nlist, nprobe * 2)
+        D[:, :k_eff], I[:, :k_eff] = hits.D, hits.I
+        return RawHits(D=D, I=I)
+
+    def _recover(self) -> None:
+        """Load the snapshot the manifest names and replay SQLite changes made after it;
+        fall back to a full rebuild from SQLite if the snapshot is missing or inconsistent."""
+        with self._writer:
+            snap = self._manifest.snapshot
+            if snap is not None and self._load_snapshot(snap):
+                removed = self._store.removals_after(snap.change_seq)
+                faiss_index.remove(self._index, removed)
+                replayed = 0
+                for batch in self._store.iter_vectors(after_seq=snap.change_seq, batch=_REPLAY_BATCH):
+                    faiss_index.add(self._index, batch.xb, batch.ids)
+                    replayed += batch.ids.size
+                self._dirty = replayed + int(removed.size)
+                if self._dirty:
+                    log.info("gallery %s: replayed %d add(s) and %d removal(s) made after the snapshot",
+                             self.path, replayed, removed.size)
+                stored = self._store.count()
+                if self._index.ntotal == stored:
+                    self._filters = self._read_filters()
+                else:
+                    log.warning("gallery %s: index holds %d vectors but SQLite %d; rebuilding from SQLite",
+                                self.path, self._index.ntotal, stored)
+                    self._rebuild_locked()
+            else:
+                self._rebuild_locked()
+            self._remove_orphans()
+            self._maybe_train_locked()
+
+    def _load_snapshot(self, snap: Snapshot) -> bool:
+        file = self.path / snap.file
+        try:
+            index = faiss_index.read_index_file(file)
+        except (RuntimeError, OSError) as exc:
+            log.warning("gallery %s: cannot read snapshot %s (%s); rebuilding from SQLite", self.path, file, exc)
+            return False
+        if index.d != self.dim or index.ntotal != snap.ntotal:
+            log.warning("gallery %s: snapshot %s does not match the manifest; rebuilding from SQLite",
+                        self.path, file)
+            return False
+        self._index = index
+        self._layout = snap.layout
+        return True
+
+    def _read_filters(self) -> FilterColumns:
+        filters = FilterColumns()
+        rows = list(self._store.filter_rows())
+        if rows:
+            ids = np.fromiter((r.id for r in rows), dtype=np.int64, count=len(rows))
+            filters.add(ids, [ItemRecord(pid=r.pid, camid=r.camid, timestamp=r.timestamp) for r in rows])
+        return filters
+
+    def _rebuild_locked(self, already_exclusive: bool = False) -> None:
+        """Rebuild the FAISS index and filter columns from SQLite, then swap them in.
+
+        The caller holds the writer lock (so SQLite cannot change meanwhile), and the
+        exclusive side of the read-write lock too if ``already_exclusive``.
+        """
+        spec = self.spec
+        count = self._store.count()
+        if spec.index_type != FLAT and count >= faiss_index.min_train_size(spec):
+            index = self._train(count)
+            layout = spec.index_type
+        else:
+            index, layout = faiss_index.new_flat(self.dim), FLAT
+        for batch in self._store.iter_vectors(batch=_REPLAY_BATCH):
+            faiss_index.add(index, batch.xb, batch.ids)
+        filters = self._read_filters()
+        with contextlib.nullcontext() if already_exclusive else self._rw.write():
+            self._index, self._layout, self._filters = index, layout, filters
+            self._invalidate_gpu()
+        self._dirty = max(self._dirty, 1)  # the snapshot on disk no longer matches
+
+    def _train(self, count: int) -> faiss.Index:
+        spec = self.spec
+        n = min(count, max(spec.train_size, faiss_index.min_train_size(spec)))
+        sample = self._store.sample_vectors(n, np.random.default_rng(0))
+        log.info("gallery %s: training %s (nlist=%d%s) on %d of %d stored vectors", self.path,
+                 spec.index_type, spec.nlist,
+                 f", m={spec.m}, nbits={spec.nbits}" if spec.index_type == "ivf_pq" else "",
+                 sample.shape[0], count)
+        return faiss_index.train_ivf(spec, self.dim, sample)
+
+    def _maybe_train_locked(self) -> None:
+        spec = self.spec
+        if spec.index_type == FLAT or self._layout != FLAT:
+            return
+        need = faiss_index.min_train_size(spec)
+        count = int(self._index.ntotal)
+        if count < need:
+            if not self._warned_untrained:
+                log.info("gallery %s: %s needs %d vectors to train, has %d; searching exactly until then",
+                         self.path, spec.index_type, need, count)
+                self._warned_untrained = True
+            return
+        self._rebuild_locked()
+
+    def _maybe_autosave_locked(self) -> None:
+        if self._checkpoint_every is None or self._dirty < self._checkpoint_every:
+            return
+        try:
+            self._checkpoint_locked()
+        except ReIDError as exc:
+            # The add itself is durable in SQLite; a failed snapshot only means a longer replay.
+            log.warning("%s", exc)
+
+    def _checkpoint_locked(self) -> None:
+        seq = self._store.change_seq()
+        old = self._manifest.snapshot
+        if old is not None and not self._dirty and old.change_seq == seq:
+            return
+        # A fresh name per snapshot: the file the current manifest names is never overwritten,
+        # so a crash between writing the snapshot and the manifest leaves the old pair intact.
+        name = f"index-{seq:012d}-{uuid.uuid4().hex[:8]}.faiss"
+        target = self.path / name
+        # Writers are excluded by self._writer; concurrent searches only read the index.
+        snap = Snapshot(file=name, change_seq=seq, ntotal=int(self._index.ntotal), layout=self._layout)
+        manifest = replace(self._manifest, snapshot=snap)
+        try:
+            faiss_index.write_index_file(target, self._index)
+            write_manifest(self.path, manifest)
+        except (OSError, RuntimeError) as exc:
+            # RuntimeError: FAISS reports a failed write from inside its writer that way.
+            if self._manifest_on_disk_names(name):
+                # The rename landed and only the directory fsync failed: the new pair is live.
+                self._manifest = manifest
+                self._dirty = 0
+            else:
+                with contextlib.suppress(OSError):
+                    target.unlink()
+            raise ReIDError(
+                f"could not save the index snapshot of gallery {self.path}: {exc}; the gallery on "
+                "disk is unchanged (previous snapshot and every committed add/remove are intact); "
+                "free some space and call checkpoint() again"
+            ) from exc
+        self._manifest = manifest
+        self._dirty = 0
+        self._store.prune_removals(seq)
+        self._remove_orphans()
+
+    def _manifest_on_disk_names(self, snapshot_file: str) -> bool:
+        try:
+            snap = read_manifest(self.path).snapshot
+        except ReIDError:
+            return False
+        return snap is not None and snap.file == snapshot_file
+
+    def _remove_orphans(self) -> None:
+        """Delete snapshot files the manifest does not name and temp files of failed writes."""
+        keep = self._manifest.snapshot.file if self._manifest.snapshot else None
+        for p in self.path.glob(_SNAPSHOT_GLOB):
+            if p.name != keep:
+                with contextlib.suppress(OSError):
+                    p.unlink()
+        for p in self.path.glob(".*.tmp"):
+            if p.name.startswith((f".{MANIFEST_NAME}.", ".index-")):
+                with contextlib.suppress(OSError):
+                    p.unlink()
+
+
+def _true_distances(hits: RawHits, max_distance: float | None) -> tuple[np.ndarray, np.ndarray]:
+    """FAISS squared L2 -> Euclidean (clipped at 0), inf/-1 in empty or too-far slots."""
+    I = hits.I.copy()
+    D = np.sqrt(np.clip(hits.D, 0.0, None)).astype(np.float32)
+    if max_distance is not None:
+        I[D > max_distance] = -1
+    D[I < 0] = np.inf
+    return D, I
+
+
+def _group_by_pid(D: np.ndarray, I: np.ndarray, pids: np.ndarray,
+                  max_distance: float | None) -> dict[int, list[tuple[float, int]]]:
+    """Ranked hits grouped by pid, identities ordered by first (best) appearance."""
+    groups: dict[int, list[tuple[float, int]]] = {}
+    for d, i, pid in zip(D.tolist(), I.tolist(), pids.tolist(), strict=True):
+        if max_distance is not None and d > max_distance:
+            break
+        groups.setdefault(pid, []).append((d, i))
+    return groups
+
+
+def _lock(folder: Path) -> int:
+    fd = os.open(folder / LOCK_NAME, os.O_RDWR | os.O_CREAT, 0o644)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError as exc:
+        os.close(fd)
+        raise ReIDError(f"gallery {folder} is open in another process (or another Gallery object); "
+                        "close it first") from exc
+    return fd
+
+
+def _unlock(fd: int) -> None:
+    with contextlib.suppress(OSError):
+        fcntl.flock(fd, fcntl.LOCK_UN)
+    os.close(fd)

@@ -1,0 +1,88 @@
+"""Named records that cross the gallery's API: what goes in, what comes back."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+
+@dataclass(frozen=True)
+class ItemRecord:
+    """Metadata supplied with one vector when it is added to a gallery.
+
+    ``pid`` is the identity label when known; ``camid`` the camera; ``timestamp`` a time or
+    frame number in whatever unit the caller uses consistently (the time-range filter compares
+    it as a float); ``content_hash`` the hex sha256 of the source file's bytes, used to skip
+    content already indexed (see :func:`index.contenthash.sha256_file`).
+    """
+
+    path: str | None = None
+    pid: int | None = None
+    camid: int | None = None
+    timestamp: float | None = None
+    content_hash: str | None = None
+
+
+@dataclass(frozen=True)
+class GalleryItem:
+    """One stored gallery entry. ``id`` is stable and never reused; ``added_at`` is Unix seconds."""
+
+    id: int
+    path: str | None
+    pid: int | None
+    camid: int | None
+    timestamp: float | None
+    content_hash: str | None
+    added_at: float
+
+
+@dataclass(frozen=True)
+class Match:
+    """A gallery item found by a search, at true Euclidean ``distance`` from the query."""
+
+    distance: float
+    item: GalleryItem
+
+
+@dataclass(frozen=True)
+class SearchResult:
+    """Results of :meth:`index.gallery.Gallery.search` for M queries.
+
+    ``D`` (M, k) float32 true Euclidean distances, ascending per row, ``inf`` where fewer than
+    k items qualified; ``I`` (M, k) int64 gallery ids, ``-1`` in those slots; ``matches[i]``
+    the qualifying results of query i with their metadata, in the same order.
+    """
+
+    D: np.ndarray
+    I: np.ndarray  # noqa: E741 - FAISS's name for the id matrix
+    matches: list[list[Match]]
+
+
+@dataclass(frozen=True)
+class IdentityMatch:
+    """One identity ranked by its best (smallest-distance) gallery match.
+
+    ``items`` are that identity's nearest gallery items passing the filters, nearest first,
+    at most ``items_per_identity`` of them; ``distance == items[0].distance``.
+    """
+
+    pid: int
+    distance: float
+    items: list[Match]
+
+
+@dataclass(frozen=True)
+class GalleryStats:
+    """A summary of a gallery. ``on_disk_bytes`` counts every file in the gallery folder."""
+
+    count: int
+    identities: int
+    unlabelled: int
+    per_camera: dict[int | None, int]
+    dim: int
+    fingerprint: str
+    index_type: str
+    active_index: str
+    device: str
+    on_disk_bytes: int

@@ -1,0 +1,120 @@
+"""IVF-Flat / IVF-PQ against the exact index, training fallback, GPU fallback, threads."""
+
+from __future__ import annotations
+
+import logging
+
+import faiss
+import numpy as np
+import pytest
+from gallery_data import brute_force
+
+from index import faiss_index
+from index.gallery import Gallery
+from index.records import ItemRecord
+from training.errors import ReIDError
+
+DIM = 32
+
+
+def _clustered(n: int, seed: int) -> np.ndarray:
+    """Embeddings that bunch around identities, as ReID features do."""
+    rng = np.random.default_rng(seed)
+    centers = rng.standard_normal((40, DIM)) * 1.5
+    return (centers[rng.integers(0, 40, n)] + rng.standard_normal((n, DIM))).astype(np.float32)
+
+
+def _recall_at_10(gallery: Gallery, xb: np.ndarray, xq: np.ndarray) -> float:
+    exact = np.argsort(brute_force(xq, xb), axis=1)[:, :10] + 1  # ids start at 1
+    got = gallery.search(xq, 10).I
+    return float(np.mean([len(set(a) & set(b)) / 10 for a, b in zip(got, exact, strict=True)]))
+
+
+def _fill(gallery: Gallery, xb: np.ndarray, batch: int = 500) -> None:
+    for start in range(0, len(xb), batch):
+        part = xb[start : start + batch]
+        gallery.add(part, [ItemRecord(camid=i % 3) for i in range(len(part))])
+
+
+def test_ivf_flat_recall(tmp_path):
+    xb, xq = _clustered(1500, 0), _clustered(50, 1)
+    with Gallery.create(tmp_path / "g", DIM, "m", "ivf_flat", nlist=16, nprobe=16) as gallery:
+        _fill(gallery, xb)
+        assert gallery.stats().active_index == "ivf_flat"
+        # Visiting every list makes IVF-Flat exhaustive: it must agree with the exact search.
+        assert _recall_at_10(gallery, xb, xq) >= 0.99
+        result = gallery.search(xq, 10)
+        np.testing.assert_allclose(result.D, np.sort(brute_force(xq, xb), axis=1)[:, :10], rtol=1e-4, atol=1e-4)
+    with Gallery.open(tmp_path / "g") as gallery:
+        assert gallery.stats().active_index == "ivf_flat"
+        assert _recall_at_10(gallery, xb, xq) >= 0.99
+
+
+def test_ivf_selective_filter_still_returns_k(tmp_path):
+    xb = _clustered(1500, 0)
+    rare = np.random.default_rng(2).choice(1500, size=12, replace=False)
+    camids = np.zeros(1500, dtype=int)
+    camids[rare] = 7
+    with Gallery.create(tmp_path / "g", DIM, "m", "ivf_flat", nlist=16, nprobe=1) as gallery:
+        gallery.add(xb, [ItemRecord(camid=int(c)) for c in camids])
+        assert gallery.stats().active_index == "ivf_flat"
+        xq = xb[:5]
+        result = gallery.search(xq, 10, cameras=[7])
+        # The one probed list holds few camera-7 items; probing widens until 10 are found.
+        expected = rare[np.argsort(brute_force(xq, xb[rare]), axis=1)[:, :10]] + 1
+        np.testing.assert_array_equal(result.I, expected)
+
+
+def test_ivf_pq_recall_is_reasonable(tmp_path):
+    xb, xq = _clustered(2600, 0), _clustered(50, 1)
+    with Gallery.create(tmp_path / "g", DIM, "m", "ivf_pq", nlist=16, nprobe=16, m=8, nbits=6) as gallery:
+        _fill(gallery, xb, batch=1300)
+        assert gallery.stats().active_index == "ivf_pq"
+        recall = _recall_at_10(gallery, xb, xq)
+        # 4 bytes per vector instead of 128: approximate, but far better than chance (10/2600).
+        assert recall >= 0.3, recall
+        # Distances are PQ estimates, yet must stay in the true Euclidean scale.
+        exact_first = np.sort(brute_force(xq, xb), axis=1)[:, 0]
+        assert np.median(gallery.search(xq, 1).D[:, 0] / exact_first) == pytest.approx(1.0, abs=0.35)
+
+
+def test_ivf_with_too_few_vectors_searches_exactly_and_says_so(tmp_path, caplog):
+    caplog.set_level(logging.INFO, logger="index.gallery")
+    xb = _clustered(300, 0)
+    with Gallery.create(tmp_path / "g", DIM, "m", "ivf_flat", nlist=16) as gallery:
+        _fill(gallery, xb)
+        assert gallery.stats().active_index == "flat"
+        assert "needs 624 vectors to train, has 300; searching exactly" in caplog.text
+        assert _recall_at_10(gallery, xb, xb[:20]) == 1.0
+        _fill(gallery, _clustered(400, 5))
+        assert gallery.stats().active_index == "ivf_flat"
+        assert len(gallery) == 700
+        assert "training ivf_flat (nlist=16) on 700 of 700" in caplog.text
+
+
+def test_cuda_request_without_gpu_falls_back_with_a_log_line(tmp_path, caplog, monkeypatch):
+    monkeypatch.setattr(faiss_index, "gpu_available", lambda: False)
+    caplog.set_level(logging.INFO, logger="index.faiss_index")
+    with Gallery.create(tmp_path / "g", DIM, "m", device="cuda") as gallery:
+        assert gallery.device == "cpu"
+        gallery.add(_clustered(5, 0), [ItemRecord()] * 5)
+        assert gallery.search(_clustered(1, 1), 3).I.shape == (1, 3)
+    warning = [r for r in caplog.records if r.levelno == logging.WARNING]
+    assert warning and "device=cuda" in warning[0].getMessage() and "searching on the CPU" in warning[0].getMessage()
+    caplog.clear()
+    with Gallery.open(tmp_path / "g", device="auto") as gallery:
+        assert gallery.device == "cpu"
+    assert "device=auto" in caplog.text and "searching on the CPU" in caplog.text
+    with pytest.raises(ReIDError, match="unknown device"):
+        Gallery.open(tmp_path / "g", device="tpu")
+
+
+def test_thread_count_setting():
+    before = faiss.omp_get_max_threads()
+    try:
+        faiss_index.set_num_threads(1)
+        assert faiss.omp_get_max_threads() == 1
+    finally:
+        faiss.omp_set_num_threads(before)
+    with pytest.raises(ReIDError, match="positive integer"):
+        faiss_index.set_num_threads(0)
