@@ -17,13 +17,19 @@ class ReIDError(Exception):
 def run_cli(prog: str, body: Callable[[], int | None]) -> int:
     """Run a command body; turn :class:`ReIDError` into one line on stderr and exit 2.
 
-    Ctrl-C exits 130 without a traceback. Anything else is a bug and keeps its traceback.
+    An ``OSError`` that escapes (permission denied, not a directory, disk full) is also a
+    condition of the user's machine, not a bug: one line naming the file, exit 1. Ctrl-C exits
+    130 without a traceback. Anything else is a bug and keeps its traceback.
     """
     try:
         return int(body() or 0)
     except ReIDError as exc:
         print(f"{prog}: error: {exc}", file=sys.stderr)
         return 2
+    except OSError as exc:
+        where = f" {exc.filename}" if exc.filename else ""
+        print(f"{prog}: error:{where}: {exc.strerror or exc}", file=sys.stderr)
+        return 1
     except KeyboardInterrupt:
         print(f"{prog}: interrupted", file=sys.stderr)
         return 130
