@@ -11,7 +11,7 @@ from collections.abc import Iterable
 
 import numpy as np
 
-from index.records import ItemRecord
+from index.records import GalleryLabels, ItemRecord
 from training.errors import ReIDError
 
 
@@ -101,6 +101,14 @@ class FilterColumns:
 
     def pids(self, ids: np.ndarray) -> np.ndarray:
         return self._pid[ids]
+
+    def labels(self) -> GalleryLabels:
+        """pid and camid of every live item, ascending by id (-1 where unknown)."""
+        ids = np.flatnonzero(self._alive).astype(np.int64)
+        pids = np.where(self._has_pid[ids], self._pid[ids], -1)
+        camids = np.where(self._has_cam[ids], self._camid[ids], -1)
+        return GalleryLabels(ids=ids, pids=pids, camids=camids,
+                             has_pid=self._has_pid[ids].copy(), has_camid=self._has_cam[ids].copy())
 
     def summary(self) -> tuple[int, int, dict[int | None, int]]:
         """(distinct pids, unlabelled items, items per camera with None for unknown)."""

@@ -45,7 +45,16 @@ from index.manifest import (
     write_manifest,
 )
 from index.rwlock import ReadWriteLock
-from index.records import GalleryItem, GalleryStats, IdentityMatch, ItemRecord, Match, SearchResult
+from index.records import (
+    GalleryItem,
+    GalleryLabels,
+    GalleryStats,
+    IdentityMatch,
+    ItemRecord,
+    Match,
+    Neighbours,
+    SearchResult,
+)
 from index.store import DB_NAME, MetadataStore
 from training.errors import ReIDError
 
@@ -408,15 +417,39 @@ class Gallery:
         _check_max_distance(max_distance)
         with self._rw.read():
             self._check_open()
-            allowed = self._filters.mask(cameras, exclude_cameras, time_range)
-            hits = self._search_locked(xq, k, allowed)
-            D, I = _true_distances(hits, max_distance)
+            D, I = self._nearest_locked(xq, k, cameras, exclude_cameras, time_range, max_distance)
             found = self._store.items_by_ids(I[I >= 0].tolist())
         matches = [
             [Match(float(d), found[int(i)]) for d, i in zip(D[row], I[row], strict=True) if i >= 0]
             for row in range(I.shape[0])
         ]
         return SearchResult(D=D, I=I, matches=matches)
+
+    def nearest(
+        self,
+        xq: np.ndarray,
+        k: int,
+        *,
+        cameras: Iterable[int] | None = None,
+        exclude_cameras: Iterable[int] | None = None,
+        time_range: tuple[float | None, float | None] | None = None,
+        max_distance: float | None = None,
+    ) -> Neighbours:
+        """:meth:`search` without the metadata: only distances and ids, for scoring many
+        queries against a whole gallery (evaluation) where building matches would dominate."""
+        xq = _check_matrix(xq, self.dim, "queries")
+        k = _check_positive(k, "k")
+        _check_max_distance(max_distance)
+        with self._rw.read():
+            self._check_open()
+            D, I = self._nearest_locked(xq, k, cameras, exclude_cameras, time_range, max_distance)
+        return Neighbours(D=D, I=I)
+
+    def labels(self) -> GalleryLabels:
+        """pid and camid of every stored item, ascending by id (see :class:`GalleryLabels`)."""
+        with self._rw.read():
+            self._check_open()
+            return self._filters.labels()
 
     def search_identities(
         self,
@@ -498,6 +531,13 @@ class Gallery:
     def _invalidate_gpu(self) -> None:
         if self._gpu is not None:
             self._gpu.invalidate()
+
+    def _nearest_locked(self, xq: np.ndarray, k: int, cameras: Iterable[int] | None,
+                        exclude_cameras: Iterable[int] | None,
+                        time_range: tuple[float | None, float | None] | None,
+                        max_distance: float | None) -> tuple[np.ndarray, np.ndarray]:
+        allowed = self._filters.mask(cameras, exclude_cameras, time_range)
+        return _true_distances(self._search_locked(xq, k, allowed), max_distance)
 
     def _search_locked(self, xq: np.ndarray, k: int, allowed: np.ndarray | None) -> RawHits:
         """Raw FAISS hits, (M, k), holding the read lock. Widens IVF probing when a filter

@@ -86,3 +86,25 @@ class GalleryStats:
     active_index: str
     device: str
     on_disk_bytes: int
+
+
+@dataclass(frozen=True)
+class GalleryLabels:
+    """Labels of every stored item, ascending by id: ``ids`` (n,) int64; ``pids`` and ``camids``
+    (n,) int64 with -1 where unknown, and ``has_pid`` / ``has_camid`` (n,) bool saying which
+    are known (a stored pid may itself be -1, a junk label)."""
+
+    ids: np.ndarray
+    pids: np.ndarray
+    camids: np.ndarray
+    has_pid: np.ndarray
+    has_camid: np.ndarray
+
+
+@dataclass(frozen=True)
+class Neighbours:
+    """Ids and distances only, for bulk scoring: ``D`` (M, k) float32 true Euclidean distances
+    (``inf`` in empty slots), ``I`` (M, k) int64 gallery ids (-1 in empty slots)."""
+
+    D: np.ndarray
+    I: np.ndarray  # noqa: E741 - FAISS's name for the id matrix

@@ -1,0 +1,370 @@
+"""``reid-index``: build, update, inspect, search and evaluate a gallery from the shell.
+
+A thin layer over :mod:`index.bulk`, :mod:`index.sources`, :mod:`index.evaluation` and
+:class:`index.gallery.Gallery`; see docs/indexing.md. Cameras on the command line and in
+tables are numbered as in file names (``c1`` = camera 1); the library's ``camid`` is 0-based.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import shutil
+import sys
+import tempfile
+from collections.abc import Sequence
+from dataclasses import asdict
+from pathlib import Path
+from typing import NoReturn
+
+import numpy as np
+
+from export.runtime import Embedder, default_intra_op_threads
+from index.bulk import (
+    REPORT_NAME,
+    BuildReport,
+    default_decode_workers,
+    embed_files,
+    index_images,
+    open_or_create,
+)
+from index.evaluation import evaluate_gallery
+from index.faiss_index import INDEX_TYPES
+from index.gallery import DEFAULT_CHECKPOINT_EVERY, Gallery
+from index.manifest import IndexSpec
+from index.records import GalleryItem
+from index.sources import TIMESTAMP_SOURCES, SourceImage, discover, frame_number, iter_sources
+from training.datasets import load_dataset, parse_reid_name
+from training.errors import ReIDError, run_cli
+
+PROG = "reid-index"
+DEVICES = ("cpu", "gpu")
+
+
+class _Parser(argparse.ArgumentParser):
+    """Bad arguments become one ``reid-index: error: ...`` line (via run_cli), no usage dump."""
+
+    def error(self, message: str) -> NoReturn:
+        raise ReIDError(message)
+
+
+def _positive(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        value = 0
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"expected a positive integer, got {text!r}")
+    return value
+
+
+def _camera(text: str) -> int:
+    """A camera number as written in file names (c3 or 3) -> 0-based camid."""
+    digits = text[1:] if text[:1] in "cC" else text
+    if not digits.isdigit() or int(digits) < 1:
+        raise argparse.ArgumentTypeError(f"expected a camera number >= 1 such as 3 or c3, got {text!r}")
+    return int(digits) - 1
+
+
+def _model_args(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--model", required=True, type=Path, help="exported ONNX model (reid-export)")
+    parser.add_argument("--device", choices=DEVICES, default="cpu",
+                        help="cpu, or gpu for ONNX Runtime CUDA and FAISS GPU search, falling back to "
+                             "the CPU with a warning (default: %(default)s)")
+    parser.add_argument("--batch-size", type=_positive, default=64, help="images per ONNX Runtime call (default: %(default)s)")
+    parser.add_argument("--workers", type=_positive, default=None,
+                        help="decode threads (default: one per 4 cores, at least 1)")
+    parser.add_argument("--threads", type=_positive, default=None,
+                        help="ONNX Runtime intra-op threads (default: every usable core)")
+    parser.add_argument("--quiet", action="store_true", help="no progress bar")
+
+
+def _spec_args(parser: argparse.ArgumentParser, default: str | None) -> None:
+    parser.add_argument("--index-type", choices=INDEX_TYPES, default=default,
+                        help="flat (exact), ivf_flat or ivf_pq; for a new gallery (default: flat)")
+    parser.add_argument("--nlist", type=_positive, default=IndexSpec.nlist, help="IVF lists (default: %(default)s)")
+    parser.add_argument("--nprobe", type=_positive, default=IndexSpec.nprobe, help="IVF lists searched (default: %(default)s)")
+    parser.add_argument("--m", type=_positive, default=IndexSpec.m, help="IVF-PQ sub-quantisers, must divide the dimension (default: %(default)s)")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = _Parser(prog=PROG, description="Bulk-index person crops into a crash-safe FAISS gallery, "
+                                            "and search, inspect or evaluate it. See docs/indexing.md.")
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    p = sub.add_parser("build", help="index folders of crops (resumable)",
+                       description="Index every crop in SRC folders into GALLERY (created if missing). A SRC "
+                                   "holds crops named like Market-1501/DukeMTMC-reID (pid and camera from the "
+                                   "name) or one subfolder per camera (c1/, c2/, ...). Re-running adds only what "
+                                   f"is missing; unreadable files are skipped and listed in GALLERY/{REPORT_NAME}.")
+    _model_args(p)
+    p.add_argument("--out", required=True, type=Path, help="gallery folder")
+    p.add_argument("sources", nargs="+", type=Path, metavar="SRC", help="folders of crops")
+    _spec_args(p, None)
+    p.add_argument("--timestamp", choices=TIMESTAMP_SOURCES, default="frame",
+                   help="frame number from the file name, file mtime, or none (default: %(default)s)")
+    p.add_argument("--keep-junk", action="store_true", help="also index junk boxes (pid -1), skipped by default")
+    p.add_argument("--checkpoint-every", type=_positive, default=DEFAULT_CHECKPOINT_EVERY,
+                   help="save the FAISS snapshot after this many added items (default: %(default)s)")
+
+    p = sub.add_parser("add", help="index a few crop files", description="Add crop files to an existing gallery.")
+    _model_args(p)
+    p.add_argument("--gallery", required=True, type=Path)
+    p.add_argument("files", nargs="+", type=Path, metavar="FILE")
+    p.add_argument("--pid", type=int, default=None, help="identity for every file (default: from the name, if any)")
+    p.add_argument("--camera", type=_camera, default=None, help="camera number for every file (default: from the name)")
+    p.add_argument("--timestamp", type=float, default=None, help="timestamp for every file (default: frame in the name)")
+
+    p = sub.add_parser("remove", help="remove items by id, identity or camera")
+    p.add_argument("--gallery", required=True, type=Path)
+    what = p.add_mutually_exclusive_group(required=True)
+    what.add_argument("--id", type=int, nargs="+", dest="ids", help="gallery ids")
+    what.add_argument("--pid", type=int, help="every item of this identity")
+    what.add_argument("--camera", type=_camera, help="every item of this camera (number as in c3)")
+
+    p = sub.add_parser("stats", help="counts, cameras, model and size of a gallery")
+    p.add_argument("gallery", type=Path, metavar="GALLERY")
+    p.add_argument("--json", action="store_true", help="print JSON")
+
+    p = sub.add_parser("search", help="rank gallery items (or identities) for one crop")
+    _model_args(p)
+    p.add_argument("--gallery", required=True, type=Path)
+    p.add_argument("image", type=Path, metavar="IMAGE")
+    p.add_argument("--k", type=_positive, default=10, help="results (identities with --identities) (default: %(default)s)")
+    p.add_argument("--cameras", type=_camera, nargs="+", default=None, help="only these cameras")
+    p.add_argument("--exclude-cameras", type=_camera, nargs="+", default=None, help="not these cameras")
+    p.add_argument("--max-distance", type=float, default=None, help="drop results farther than this (Euclidean)")
+    p.add_argument("--identities", action="store_true", help="rank identities by their best match")
+    p.add_argument("--per-identity", type=_positive, default=3, help="items shown per identity (default: %(default)s)")
+    p.add_argument("--json", action="store_true", help="print JSON")
+
+    p = sub.add_parser("eval", help="Market-1501 mAP/CMC/mINP of a gallery built from a data set",
+                       description="Index DATA/bounding_box_test (into a temporary gallery, or into --gallery, "
+                                   "reusing it if it exists), embed DATA/query, search every query against the "
+                                   "whole gallery and score it under the Market-1501 protocol.")
+    _model_args(p)
+    p.add_argument("--data", required=True, type=Path, help="data set root in Market-1501/DukeMTMC-reID layout")
+    p.add_argument("--gallery", type=Path, default=None, help="gallery folder to build or reuse (default: temporary)")
+    _spec_args(p, None)
+    p.add_argument("--json", action="store_true", help="print JSON")
+    return parser
+
+
+# -- commands -------------------------------------------------------------------------------
+
+
+def _embedder(args: argparse.Namespace) -> Embedder:
+    providers = ["cuda"] if args.device == "gpu" else ["cpu"]
+    return Embedder(args.model, providers=providers, batch_size=args.batch_size,
+                    intra_op_threads=args.threads or default_intra_op_threads())
+
+
+def _faiss_device(args: argparse.Namespace) -> str:
+    return "cuda" if getattr(args, "device", "cpu") == "gpu" else "cpu"
+
+
+def _spec(args: argparse.Namespace) -> IndexSpec | None:
+    if args.index_type is None:
+        return None
+    return IndexSpec(index_type=args.index_type, nlist=args.nlist, nprobe=args.nprobe, m=args.m)
+
+
+def _build(args: argparse.Namespace) -> int:
+    folders = discover(args.sources)  # layout errors before the model loads
+    embedder = _embedder(args)
+    with open_or_create(args.out, embedder, _spec(args), device=_faiss_device(args),
+                        checkpoint_every=args.checkpoint_every) as gallery:
+        report = index_images(
+            gallery, embedder, iter_sources(folders, keep_junk=args.keep_junk, timestamp=args.timestamp),
+            batch_size=args.batch_size, workers=args.workers, report_path=gallery.path / REPORT_NAME,
+            progress=not args.quiet, total=sum(f.count for f in folders),
+        )
+        print(report.summary())
+        print(f"gallery {gallery.path}: {len(gallery)} items")
+    return 0
+
+
+def _add(args: argparse.Namespace) -> int:
+    embedder = _embedder(args)
+    images = []
+    for path in args.files:
+        try:
+            pid, camid = parse_reid_name(path)
+        except ReIDError:
+            pid, camid = None, None
+        frame = frame_number(path)
+        images.append(SourceImage(
+            path,
+            args.pid if args.pid is not None else pid,
+            args.camera if args.camera is not None else camid,
+            args.timestamp if args.timestamp is not None else (None if frame is None else float(frame)),
+        ))
+    with Gallery.open(args.gallery, expected_dim=embedder.embedding_dim,
+                      expected_fingerprint=embedder.fingerprint, device=_faiss_device(args)) as gallery:
+        report = index_images(gallery, embedder, images, batch_size=args.batch_size, workers=args.workers,
+                              progress=not args.quiet, total=len(images))
+    for skipped in report.failures:
+        print(f"{PROG}: skipped {skipped.message}", file=sys.stderr)
+    print(report.summary())
+    return 1 if report.failed else 0
+
+
+def _remove(args: argparse.Namespace) -> int:
+    with Gallery.open(args.gallery) as gallery:
+        if args.ids is not None:
+            removed = gallery.remove(args.ids)
+        elif args.pid is not None:
+            removed = gallery.remove_identity(args.pid)
+        else:
+            removed = gallery.remove_camera(args.camera)
+        print(f"removed {removed} item(s); gallery {gallery.path} now holds {len(gallery)}")
+    return 0
+
+
+def _stats(args: argparse.Namespace) -> int:
+    with Gallery.open(args.gallery) as gallery:
+        stats = gallery.stats()
+        spec = gallery.spec
+    if args.json:
+        out = asdict(stats)
+        out["per_camera"] = {("unknown" if c is None else str(c + 1)): n for c, n in stats.per_camera.items()}
+        out["spec"] = asdict(spec)
+        print(json.dumps(out, indent=2))
+        return 0
+    cams = ", ".join(f"{'?' if c is None else f'c{c + 1}'}: {n}"
+                     for c, n in sorted(stats.per_camera.items(), key=lambda kv: (kv[0] is None, kv[0] or 0)))
+    index = stats.index_type + ("" if stats.active_index == stats.index_type
+                                else f" (searching {stats.active_index} until trained)")
+    rows = [
+        ("items", str(stats.count)),
+        ("identities", f"{stats.identities} ({stats.unlabelled} items without one)"),
+        ("per camera", cams or "-"),
+        ("dim", str(stats.dim)),
+        ("model", stats.fingerprint),
+        ("index", index),
+        ("device", stats.device),
+        ("on disk", _human_bytes(stats.on_disk_bytes)),
+    ]
+    for name, value in rows:
+        print(f"{name:<11} {value}")
+    return 0
+
+
+def _search(args: argparse.Namespace) -> int:
+    embedder = _embedder(args)
+    with Gallery.open(args.gallery, expected_dim=embedder.embedding_dim,
+                      expected_fingerprint=embedder.fingerprint, device=_faiss_device(args)) as gallery:
+        xq = embedder.embed([args.image])
+        filters = dict(cameras=args.cameras, exclude_cameras=args.exclude_cameras, max_distance=args.max_distance)
+        if args.identities:
+            people = gallery.search_identities(xq, args.k, items_per_identity=args.per_identity, **filters)[0]
+            _print_identities(people, args.json)
+        else:
+            result = gallery.search(xq, args.k, **filters)
+            _print_matches([(m.distance, m.item) for m in result.matches[0]], args.json)
+    return 0
+
+
+def _eval(args: argparse.Namespace) -> int:
+    data = load_dataset(args.data)
+    embedder = _embedder(args)
+    folder = args.gallery
+    scratch = None
+    if folder is None:
+        scratch = Path(tempfile.mkdtemp(prefix="reid-index-eval-"))
+        folder = scratch / "gallery"
+    try:
+        with open_or_create(folder, embedder, _spec(args), device=_faiss_device(args), checkpoint_every=None) as gallery:
+            images = [SourceImage(s.path, s.pid, s.camid, _frame(s.path)) for s in data.gallery]
+            index_images(gallery, embedder, images, batch_size=args.batch_size, workers=args.workers,
+                         progress=not args.quiet, total=len(images))
+            qf = embed_files(embedder, [s.path for s in data.query], workers=args.workers, progress=not args.quiet)
+            result = evaluate_gallery(gallery, qf, np.array([s.pid for s in data.query]),
+                                      np.array([s.camid for s in data.query]), progress=not args.quiet)
+            n_gallery, index_type = len(gallery), gallery.spec.index_type
+    finally:
+        if scratch is not None:
+            shutil.rmtree(scratch, ignore_errors=True)
+    if args.json:
+        print(json.dumps({
+            "mAP": result.mAP, "rank1": float(result.cmc[0]), "rank5": float(result.cmc[4]),
+            "rank10": float(result.cmc[9]), "mINP": result.mINP, "num_queries": result.num_queries,
+            "num_valid_queries": result.num_valid_queries, "num_gallery": n_gallery, "index_type": index_type,
+        }))
+    else:
+        print(f"{data.root}: {result.num_queries} queries, {n_gallery} gallery items, {index_type} index")
+        print(result.summary())
+    return 0
+
+
+# -- output helpers -------------------------------------------------------------------------
+
+
+def _frame(path: Path) -> float | None:
+    frame = frame_number(path)
+    return None if frame is None else float(frame)
+
+
+def _human_bytes(n: int) -> str:
+    for unit in ("B", "KiB", "MiB", "GiB"):
+        if n < 1024 or unit == "GiB":
+            return f"{n:.0f} {unit}" if unit == "B" else f"{n:.1f} {unit}"
+        n /= 1024
+    raise AssertionError("unreachable")
+
+
+def _camera_name(camid: int | None) -> str:
+    return "-" if camid is None else f"c{camid + 1}"
+
+
+def _optional(value: object) -> str:
+    if value is None:
+        return "-"
+    if isinstance(value, float) and value.is_integer() and math.isfinite(value):
+        return str(int(value))
+    return str(value)
+
+
+def _item_json(distance: float, item: GalleryItem) -> dict[str, object]:
+    return {"distance": distance, **asdict(item)}
+
+
+def _print_matches(matches: Sequence[tuple[float, GalleryItem]], as_json: bool) -> None:
+    if as_json:
+        print(json.dumps([_item_json(d, item) for d, item in matches], indent=2))
+        return
+    print(f"{'rank':>4}  {'distance':>9}  {'id':>7}  {'pid':>5}  {'camera':>6}  {'time':>9}  path")
+    for rank, (distance, item) in enumerate(matches, 1):
+        print(f"{rank:>4}  {distance:>9.4f}  {item.id:>7}  {_optional(item.pid):>5}  "
+              f"{_camera_name(item.camid):>6}  {_optional(item.timestamp):>9}  {item.path or '-'}")
+    if not matches:
+        print("(no gallery item passes the filters)")
+
+
+def _print_identities(people: Sequence, as_json: bool) -> None:
+    if as_json:
+        print(json.dumps([{"pid": p.pid, "distance": p.distance,
+                           "items": [_item_json(m.distance, m.item) for m in p.items]} for p in people], indent=2))
+        return
+    print(f"{'rank':>4}  {'pid':>5}  {'distance':>9}  items (id camera distance)")
+    for rank, person in enumerate(people, 1):
+        items = ", ".join(f"{m.item.id} {_camera_name(m.item.camid)} {m.distance:.4f}" for m in person.items)
+        print(f"{rank:>4}  {person.pid:>5}  {person.distance:>9.4f}  {items}")
+    if not people:
+        print("(no labelled gallery item passes the filters)")
+
+
+_COMMANDS = {"build": _build, "add": _add, "remove": _remove, "stats": _stats, "search": _search, "eval": _eval}
+
+
+def main(argv: list[str] | None = None) -> int:
+    def body() -> int:
+        args = build_parser().parse_args(argv)
+        return _COMMANDS[args.command](args)
+
+    return run_cli(PROG, body)
+
+
+if __name__ == "__main__":
+    sys.exit(main())
