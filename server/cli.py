@@ -1,0 +1,97 @@
+"""``reid-serve``: run the search service (FastAPI on uvicorn) over a model and a gallery.
+
+Every flag also has a ``REID_*`` environment variable (see docs/server.md); flags win.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import os
+from pathlib import Path
+
+from pydantic import ValidationError
+
+from training.errors import ReIDError, run_cli
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(
+        prog="reid-serve",
+        description="Serve person re-identification search over HTTP: POST /search with a crop, "
+                    "a web page at /, gallery writes behind an API key, Prometheus /metrics.",
+    )
+    p.add_argument("--model", type=Path, help="exported ONNX model (REID_MODEL)")
+    p.add_argument("--gallery", type=Path, help="gallery folder (REID_GALLERY)")
+    p.add_argument("--create", dest="create_gallery", action="store_true", default=None,
+                   help="create an empty gallery for this model if none exists (REID_CREATE_GALLERY)")
+    p.add_argument("--host", help="address to bind (default 127.0.0.1; REID_HOST)")
+    p.add_argument("--port", type=int, help="port (default 8000; REID_PORT)")
+    p.add_argument("--api-key", help="key for gallery writes; prefer the REID_API_KEY variable, "
+                                     "which other users cannot see in the process list")
+    p.add_argument("--max-upload-bytes", type=int, help="request body limit (default 10 MiB)")
+    p.add_argument("--max-k", type=int, help="largest k a search may ask for (default 100)")
+    p.add_argument("--no-micro-batching", dest="micro_batching", action="store_false", default=None,
+                   help="embed each search on its own (for comparison)")
+    p.add_argument("--max-batch", type=int, help="largest micro-batch (default 16)")
+    p.add_argument("--max-wait-ms", type=float, help="how long a micro-batch waits to fill (default 2)")
+    p.add_argument("--workers", type=int, help="request threads (default: usable cores)")
+    p.add_argument("--onnx-threads", type=int, help="ONNX Runtime intra-op threads (default: see docs)")
+    p.add_argument("--faiss-threads", type=int, help="FAISS threads (default: cores // workers)")
+    p.add_argument("--providers", help="ONNX Runtime providers: auto (default), cpu, cuda, tensorrt")
+    p.add_argument("--image-root", dest="image_roots", type=Path, action="append",
+                   help="folder whose images GET /gallery/{id}/image may serve for bulk-indexed items "
+                        "(repeatable)")
+    p.add_argument("--log-level", choices=["critical", "error", "warning", "info", "debug"])
+    return p
+
+
+def settings_from_args(args: argparse.Namespace):  # -> Settings (imported lazily: fast --help)
+    from server.settings import Settings
+
+    given = {k: v for k, v in vars(args).items() if v is not None}
+    try:
+        return Settings(**given)
+    except ValidationError as exc:
+        problems = "; ".join(
+            f"{'.'.join(str(p) for p in e['loc']) or 'settings'}: {e['msg']}" for e in exc.errors())
+        raise ReIDError(f"bad settings ({problems}); flags and REID_* variables are listed in --help") from None
+
+
+def preflight(settings) -> None:
+    """Refuse at once, in one line, what would make the app fail to start."""
+    from export.runtime import Embedder
+    from index.manifest import manifest_path, read_manifest
+
+    embedder = Embedder(settings.model, providers="cpu", intra_op_threads=1)
+    if manifest_path(settings.gallery).exists():
+        manifest = read_manifest(settings.gallery)
+        if (manifest.fingerprint, manifest.dim) != (embedder.fingerprint, embedder.embedding_dim):
+            raise ReIDError(
+                f"gallery {settings.gallery} was built with model {manifest.fingerprint[:12]} "
+                f"({manifest.dim}-d) but {settings.model} is {embedder.fingerprint[:12]} "
+                f"({embedder.embedding_dim}-d); rebuild the gallery or use the matching model")
+    elif not settings.create_gallery:
+        raise ReIDError(f"{settings.gallery}: no gallery there; build one with reid-index, or pass "
+                        "--create to start an empty gallery for this model")
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+
+    def body() -> int:
+        import uvicorn
+
+        from server.app import create_app
+
+        settings = settings_from_args(args)
+        logging.basicConfig(level=settings.log_level.upper(), format="%(levelname)s %(name)s: %(message)s")
+        preflight(settings)
+        print(f"reid-serve: http://{settings.host}:{settings.port}/ (model {settings.model}, "
+              f"gallery {settings.gallery}, pid {os.getpid()})", flush=True)
+        # One process: the gallery is locked by the process that opens it.
+        uvicorn.run(create_app(settings), host=settings.host, port=settings.port,
+                    log_level=settings.log_level, workers=1, timeout_graceful_shutdown=10)
+        return 0
+
+    return run_cli("reid-serve", body)

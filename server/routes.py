@@ -1,0 +1,169 @@
+"""The HTTP endpoints. Thin: validate parameters, read uploads, call the service."""
+
+from __future__ import annotations
+
+from typing import Annotated
+
+from fastapi import APIRouter, Depends, File, Form, Path, Query, Request, UploadFile
+from fastapi.responses import FileResponse, Response
+from prometheus_client import CONTENT_TYPE_LATEST
+from pydantic import Field
+
+from index.records import ItemRecord
+from server.deps import ServiceDep, get_service, require_api_key
+from server.errors import ApiError, error_responses
+from server.schemas import (
+    AddResponse,
+    ErrorBody,
+    HealthResponse,
+    ReadyResponse,
+    RemoveResponse,
+    SearchResponse,
+    StatsResponse,
+)
+from server.service import SearchQuery, Upload
+
+router = APIRouter()
+
+#: Bounds of ids, pids and camera numbers: SQLite integers, and JSON-safe in browsers.
+MAX_INT = 2**53 - 1
+Camera = Annotated[int, Field(ge=0, le=2**31 - 1)]
+Pid = Annotated[int, Field(ge=-1, le=MAX_INT)]
+Timestamp = Annotated[float, Field(allow_inf_nan=False)]
+
+
+async def _read_upload(file: UploadFile) -> Upload:
+    # The body limit middleware has already bounded the size; the bytes are spooled.
+    return Upload(data=await file.read(), name=file.filename or "<upload>")
+
+
+@router.post("/search", response_model=SearchResponse, tags=["search"],
+             responses=error_responses(400, 413, 415, 422, 503),
+             summary="Find the gallery identities and items nearest to an uploaded crop")
+async def search(
+    service: ServiceDep,
+    image: Annotated[UploadFile, File(description="the query crop (JPEG, PNG, BMP or WEBP)")],
+    k: Annotated[int, Query(ge=1, description="nearest items to return (at most the server's max_k)")] = 10,
+    k_identities: Annotated[int, Query(ge=0, description="identities to rank (0: none)")] = 5,
+    items_per_identity: Annotated[int, Query(ge=1, description="items shown per identity")] = 3,
+    cameras: Annotated[list[Camera] | None, Query(description="keep only these cameras")] = None,
+    exclude_cameras: Annotated[list[Camera] | None, Query(description="drop these cameras")] = None,
+    time_from: Annotated[float | None, Query(allow_inf_nan=False, description="earliest timestamp")] = None,
+    time_to: Annotated[float | None, Query(allow_inf_nan=False, description="latest timestamp")] = None,
+    max_distance: Annotated[float | None, Query(ge=0, allow_inf_nan=False,
+                                                description="drop matches farther than this")] = None,
+) -> SearchResponse:
+    limits = service.settings
+    for name, value, top in (("k", k, limits.max_k), ("k_identities", k_identities, limits.max_k),
+                             ("items_per_identity", items_per_identity, limits.max_items_per_identity)):
+        if value > top:
+            raise ApiError(422, "invalid_parameter", f"{name}={value} is above this server's limit of {top}")
+    if time_from is not None and time_to is not None and time_from > time_to:
+        raise ApiError(422, "invalid_parameter", f"time_from={time_from} is after time_to={time_to}")
+    query = SearchQuery(
+        k=k, k_identities=k_identities, items_per_identity=items_per_identity,
+        cameras=tuple(cameras) if cameras else None,
+        exclude_cameras=tuple(exclude_cameras) if exclude_cameras else None,
+        time_range=(time_from, time_to) if time_from is not None or time_to is not None else None,
+        max_distance=max_distance,
+    )
+    return await service.search(await _read_upload(image), query)
+
+
+@router.post("/gallery", response_model=AddResponse, status_code=201, tags=["gallery"],
+             dependencies=[Depends(require_api_key)],
+             responses=error_responses(400, 401, 413, 415, 422, 503),
+             summary="Add crops to the gallery (one transaction; needs the API key)")
+async def add_items(
+    service: ServiceDep,
+    files: Annotated[list[UploadFile], File(description="one or more crops")],
+    pid: Annotated[list[Pid] | None, Form(description=(
+        "identity: once for all files, or once per file"))] = None,
+    camid: Annotated[list[Camera] | None, Form(description=(
+        "camera: once for all files, or once per file"))] = None,
+    timestamp: Annotated[list[Timestamp] | None, Form(description=(
+        "time or frame number: once for all files, or once per file"))] = None,
+) -> AddResponse:
+    n = len(files)
+    if n > service.settings.max_add_files:
+        raise ApiError(422, "invalid_parameter",
+                       f"{n} files in one request; this server takes at most {service.settings.max_add_files}")
+    pids, camids, times = (_per_file(name, values, n) for name, values in
+                           (("pid", pid), ("camid", camid), ("timestamp", timestamp)))
+    records = [ItemRecord(pid=p, camid=c, timestamp=t) for p, c, t in zip(pids, camids, times, strict=True)]
+    uploads = [await _read_upload(f) for f in files]
+    return await service.add(uploads, records)
+
+
+def _per_file(name: str, values: list | None, n: int) -> list:
+    if not values:
+        return [None] * n
+    if len(values) == 1:
+        return values * n
+    if len(values) != n:
+        raise ApiError(422, "invalid_parameter",
+                       f"{name} given {len(values)} times for {n} files; give it once or once per file")
+    return list(values)
+
+
+ItemId = Annotated[int, Path(ge=0, le=MAX_INT, description="gallery item id")]
+
+
+@router.delete("/gallery/{item_id}", response_model=RemoveResponse, tags=["gallery"],
+               dependencies=[Depends(require_api_key)], responses=error_responses(401, 404, 422, 503),
+               summary="Remove one item (needs the API key)")
+async def remove_item(service: ServiceDep, item_id: ItemId) -> RemoveResponse:
+    return await service.remove_item(item_id)
+
+
+@router.delete("/gallery", response_model=RemoveResponse, tags=["gallery"],
+               dependencies=[Depends(require_api_key)], responses=error_responses(401, 404, 422, 503),
+               summary="Remove every item of one identity (needs the API key)")
+async def remove_identity(
+    service: ServiceDep,
+    pid: Annotated[int, Query(ge=-1, le=MAX_INT, description="identity whose items to remove")],
+) -> RemoveResponse:
+    return await service.remove_identity(pid)
+
+
+@router.get("/gallery/stats", response_model=StatsResponse, tags=["gallery"],
+            responses=error_responses(503), summary="Gallery size, cameras, model and index")
+async def stats(service: ServiceDep) -> StatsResponse:
+    return await service.stats()
+
+
+@router.get("/gallery/{item_id}/image", tags=["gallery"], response_class=FileResponse,
+            responses={200: {"content": {"image/jpeg": {}, "image/png": {}, "image/bmp": {},
+                                         "image/webp": {}},
+                             "description": "the stored crop"},
+                       **error_responses(404, 422, 503)},
+            summary="The crop of a gallery item")
+async def item_image(service: ServiceDep, item_id: ItemId) -> FileResponse:
+    path, media_type = await service.image_file(item_id)
+    # Ids are never reused and crops are content-addressed, so the answer for an id never changes.
+    return FileResponse(path, media_type=media_type, headers={"Cache-Control": "public, max-age=86400"})
+
+
+@router.get("/healthz", response_model=HealthResponse, tags=["operations"], summary="The process is alive")
+async def healthz() -> HealthResponse:
+    return HealthResponse(status="ok")
+
+
+@router.get("/readyz", response_model=ReadyResponse, tags=["operations"],
+            responses={503: {"model": ErrorBody, "description": "model or gallery not loaded"}},
+            summary="The model and the gallery are loaded")
+async def readyz(request: Request) -> ReadyResponse:
+    service = get_service(request)
+    h, w = service.embedder.input_size
+    return ReadyResponse(status="ready", model_fingerprint=service.embedder.fingerprint,
+                         embedding_dim=service.embedder.embedding_dim, input_size=[h, w],
+                         gallery_size=len(service.gallery),
+                         micro_batching=service.settings.micro_batching,
+                         threads=service.plan.describe())
+
+
+@router.get("/metrics", tags=["operations"], response_class=Response,
+            responses={200: {"content": {"text/plain": {}}, "description": "Prometheus text format"}},
+            summary="Prometheus metrics")
+async def metrics(request: Request) -> Response:
+    return Response(request.app.state.metrics.render(), media_type=CONTENT_TYPE_LATEST)

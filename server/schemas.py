@@ -1,0 +1,144 @@
+"""The JSON the service answers with: pydantic models, with examples for the OpenAPI page."""
+
+from __future__ import annotations
+
+from pydantic import BaseModel, ConfigDict, Field
+
+_FP = "3f5a9c0e" + "0" * 56
+
+
+class ErrorBody(BaseModel):
+    """Every 4xx/5xx the service raises itself: a machine-readable code and what to change."""
+
+    model_config = ConfigDict(json_schema_extra={"examples": [
+        {"error": "not_an_image", "detail": "query.txt: not an image file (JPEG, PNG, BMP or WEBP)"},
+    ]})
+    error: str = Field(description="machine-readable code, e.g. not_an_image, too_large, unauthorized")
+    detail: str = Field(description="what was wrong and what to change")
+
+
+class GalleryItemOut(BaseModel):
+    """One stored gallery item."""
+
+    id: int
+    pid: int | None = Field(description="identity label, null if unknown")
+    camid: int | None = Field(description="camera, null if unknown")
+    timestamp: float | None = Field(description="time or frame number, null if unknown")
+    path: str | None = Field(description="source path as recorded when the item was added")
+    added_at: float = Field(description="Unix seconds")
+    image_url: str = Field(description="where the crop is served", examples=["/gallery/42/image"])
+
+
+class MatchOut(GalleryItemOut):
+    """A gallery item found by a search, with its Euclidean distance to the query."""
+
+    model_config = ConfigDict(json_schema_extra={"examples": [
+        {"id": 42, "pid": 7, "camid": 3, "timestamp": 1712.5, "path": "crops/ab/ab12.jpg",
+         "added_at": 1764000000.0, "image_url": "/gallery/42/image", "distance": 0.412},
+    ]})
+    distance: float = Field(ge=0, description="Euclidean distance between embeddings")
+
+
+class IdentityOut(BaseModel):
+    """An identity ranked by its best match, with its nearest items."""
+
+    pid: int
+    distance: float = Field(ge=0, description="distance of the identity's best match")
+    items: list[MatchOut]
+
+
+class Timings(BaseModel):
+    """Where the time of one search went, in milliseconds."""
+
+    decode_ms: float = Field(description="decode and resize the upload")
+    embed_ms: float = Field(description="from queueing for the model to the vector (includes waiting for the batch)")
+    search_ms: float = Field(description="gallery search (items and identities)")
+    total_ms: float = Field(description="from the upload being read to the answer")
+    batch_size: int = Field(description="queries embedded in the same ONNX Runtime call")
+
+
+class SearchResponse(BaseModel):
+    """Ranked identities and nearest items for one query crop."""
+
+    model_config = ConfigDict(json_schema_extra={"examples": [{
+        "identities": [{"pid": 7, "distance": 0.412, "items": [
+            {"id": 42, "pid": 7, "camid": 3, "timestamp": 1712.5, "path": "crops/ab/ab12.jpg",
+             "added_at": 1764000000.0, "image_url": "/gallery/42/image", "distance": 0.412}]}],
+        "matches": [
+            {"id": 42, "pid": 7, "camid": 3, "timestamp": 1712.5, "path": "crops/ab/ab12.jpg",
+             "added_at": 1764000000.0, "image_url": "/gallery/42/image", "distance": 0.412}],
+        "gallery_size": 1200,
+        "timings": {"decode_ms": 1.2, "embed_ms": 14.8, "search_ms": 0.6, "total_ms": 17.0,
+                    "batch_size": 3},
+    }]})
+    identities: list[IdentityOut] = Field(description="identities by best match (labelled items only)")
+    matches: list[MatchOut] = Field(description="the k nearest items, labelled or not")
+    gallery_size: int
+    timings: Timings
+
+
+class AddResponse(BaseModel):
+    """Items added by one POST /gallery, in upload order."""
+
+    model_config = ConfigDict(json_schema_extra={"examples": [{
+        "items": [{"id": 43, "pid": 7, "camid": 2, "timestamp": 1800.0,
+                   "path": "crops/cd/cd34.jpg", "added_at": 1764000100.0,
+                   "image_url": "/gallery/43/image"}],
+        "gallery_size": 1201,
+    }]})
+    items: list[GalleryItemOut]
+    gallery_size: int
+
+
+class RemoveResponse(BaseModel):
+    model_config = ConfigDict(json_schema_extra={"examples": [{"removed": 12, "gallery_size": 1188}]})
+    removed: int
+    gallery_size: int
+
+
+class CameraCount(BaseModel):
+    camid: int | None
+    count: int
+
+
+class StatsResponse(BaseModel):
+    """What the gallery holds and which model it belongs to."""
+
+    model_config = ConfigDict(json_schema_extra={"examples": [{
+        "count": 1200, "identities": 150, "unlabelled": 0,
+        "per_camera": [{"camid": 1, "count": 600}, {"camid": 2, "count": 600}],
+        "dim": 2048, "fingerprint": _FP, "index_type": "flat", "active_index": "flat",
+        "device": "cpu", "on_disk_bytes": 19750912,
+    }]})
+    count: int
+    identities: int
+    unlabelled: int
+    per_camera: list[CameraCount]
+    dim: int
+    fingerprint: str
+    index_type: str
+    active_index: str
+    device: str
+    on_disk_bytes: int
+
+
+class HealthResponse(BaseModel):
+    model_config = ConfigDict(json_schema_extra={"examples": [{"status": "ok"}]})
+    status: str
+
+
+class ReadyResponse(BaseModel):
+    """Readiness: the model and the gallery are loaded."""
+
+    model_config = ConfigDict(json_schema_extra={"examples": [{
+        "status": "ready", "model_fingerprint": _FP, "embedding_dim": 2048,
+        "input_size": [256, 128], "gallery_size": 1200, "micro_batching": True,
+        "threads": "2 cores: 2 request threads, ONNX intra-op 2, FAISS 1",
+    }]})
+    status: str
+    model_fingerprint: str
+    embedding_dim: int
+    input_size: list[int]
+    gallery_size: int
+    micro_batching: bool
+    threads: str

@@ -1,0 +1,295 @@
+"""What the routes call: the model, the gallery, the crop store and the batcher, together.
+
+:meth:`SearchService.open` loads everything (blocking; the app's lifespan runs it in a
+thread) and :meth:`SearchService.aclose` releases it. Every blocking step (decode, ONNX,
+FAISS, SQLite, file writes) runs in the service's thread pool or the batcher's thread, never
+on the event loop.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import functools
+import logging
+import threading
+import time
+from collections.abc import Callable, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TypeVar
+
+import numpy as np
+
+from export.imageio import ImageDecodeError
+from export.runtime import Embedder
+from index import faiss_index
+from index.gallery import Gallery
+from index.manifest import manifest_path
+from index.records import GalleryItem, ItemRecord, Match
+from server.batcher import MicroBatcher
+from server.crops import MEDIA_TYPES, CropStore
+from server.errors import ApiError, decode_error
+from server.metrics import Metrics
+from server.schemas import (
+    AddResponse,
+    CameraCount,
+    GalleryItemOut,
+    IdentityOut,
+    MatchOut,
+    RemoveResponse,
+    SearchResponse,
+    StatsResponse,
+    Timings,
+)
+from server.settings import Settings
+from server.threads import ThreadPlan, plan_threads
+from training.errors import ReIDError
+
+log = logging.getLogger(__name__)
+T = TypeVar("T")
+
+
+@dataclass(frozen=True)
+class SearchQuery:
+    """Validated search parameters (the route checks ranges)."""
+
+    k: int = 10
+    k_identities: int = 5
+    items_per_identity: int = 3
+    cameras: tuple[int, ...] | None = None
+    exclude_cameras: tuple[int, ...] | None = None
+    time_range: tuple[float | None, float | None] | None = None
+    max_distance: float | None = None
+
+
+@dataclass(frozen=True)
+class Upload:
+    """One uploaded file: its bytes and the name the client gave it (for messages only)."""
+
+    data: bytes
+    name: str
+
+
+def open_gallery(settings: Settings, embedder: Embedder) -> Gallery:
+    """Open the gallery for this model, or create it when allowed (``create_gallery``)."""
+    if manifest_path(settings.gallery).exists():
+        return Gallery.open(settings.gallery, expected_dim=embedder.embedding_dim,
+                            expected_fingerprint=embedder.fingerprint)
+    if not settings.create_gallery:
+        raise ReIDError(f"{settings.gallery}: no gallery there; build one with reid-index, or pass "
+                        "--create to start an empty gallery for this model")
+    return Gallery.create(settings.gallery, dim=embedder.embedding_dim,
+                          fingerprint=embedder.fingerprint,
+                          extra={"embedding_kind": embedder.contract.embedding_kind})
+
+
+class SearchService:
+    """The model, the gallery and the worker threads of one running app."""
+
+    def __init__(self, settings: Settings, embedder: Embedder, gallery: Gallery, plan: ThreadPlan,
+                 metrics: Metrics) -> None:
+        self.settings = settings
+        self.embedder = embedder
+        self.gallery = gallery
+        self.plan = plan
+        self.metrics = metrics
+        self.crops = CropStore(gallery.path)
+        self._pool = ThreadPoolExecutor(plan.workers, thread_name_prefix="reid-worker")
+        self._embed_thread = ThreadPoolExecutor(1, thread_name_prefix="reid-embed")
+        self._write_lock = threading.Lock()  # a crop write + its gallery commit, or a removal + sweep
+        self._batcher: MicroBatcher | None = None
+        if settings.micro_batching:
+            self._batcher = MicroBatcher(
+                embedder.embed_arrays, self._embed_thread, max_batch=settings.max_batch,
+                max_wait_s=settings.max_wait_ms / 1000.0, on_batch=metrics.observe_batch,
+            )
+        metrics.track_gallery_size(lambda: len(self.gallery))
+
+    @classmethod
+    def open(cls, settings: Settings, metrics: Metrics) -> SearchService:
+        """Load the model and open (or create) the gallery, with the thread plan applied."""
+        plan = plan_threads(micro_batching=settings.micro_batching, workers=settings.workers,
+                            onnx=settings.onnx_threads, faiss=settings.faiss_threads)
+        faiss_index.set_num_threads(plan.faiss)
+        embedder = Embedder(settings.model, providers=settings.providers,
+                            intra_op_threads=plan.onnx, batch_size=max(settings.max_batch, 32),
+                            max_pixels=settings.max_pixels)
+        gallery = open_gallery(settings, embedder)
+        log.info("serving %s with gallery %s (%d items); %s", settings.model, settings.gallery,
+                 len(gallery), plan.describe())
+        return cls(settings, embedder, gallery, plan, metrics)
+
+    async def start(self) -> None:
+        if self._batcher is not None:
+            await self._batcher.start()
+
+    async def aclose(self) -> None:
+        if self._batcher is not None:
+            await self._batcher.stop()
+        await asyncio.get_running_loop().run_in_executor(None, self._close_blocking)
+
+    def _close_blocking(self) -> None:
+        self._pool.shutdown(wait=True)
+        self._embed_thread.shutdown(wait=True)
+        self.gallery.close()
+
+    async def _in_pool(self, fn: Callable[..., T], *args: object) -> T:
+        return await asyncio.get_running_loop().run_in_executor(self._pool, functools.partial(fn, *args))
+
+    # -- search ----------------------------------------------------------------------------
+
+    async def search(self, upload: Upload, query: SearchQuery) -> SearchResponse:
+        started = time.perf_counter()
+        x = await self._in_pool(self._preprocess, upload)
+        decoded = time.perf_counter()
+        if self._batcher is not None:
+            embedded = await self._batcher.submit(x)
+            vector, batch_size = embedded.vector, embedded.batch_size
+        else:
+            vector = (await self._in_pool(self._embed_alone, x))[0]
+            batch_size = 1
+        embedded_at = time.perf_counter()
+        matches, identities = await self._in_pool(self._search_blocking, vector, query)
+        done = time.perf_counter()
+        return SearchResponse(
+            identities=[IdentityOut(pid=i.pid, distance=i.distance, items=[_match_out(m) for m in i.items])
+                        for i in identities],
+            matches=[_match_out(m) for m in matches],
+            gallery_size=len(self.gallery),
+            timings=Timings(decode_ms=_ms(decoded - started), embed_ms=_ms(embedded_at - decoded),
+                            search_ms=_ms(done - embedded_at), total_ms=_ms(done - started),
+                            batch_size=batch_size),
+        )
+
+    def _preprocess(self, upload: Upload) -> np.ndarray:
+        started = time.perf_counter()
+        try:
+            x = self.embedder.preprocess(upload.data, name=upload.name)
+        except ImageDecodeError as exc:
+            raise decode_error(exc) from None
+        self.metrics.decode.observe(time.perf_counter() - started)
+        return x
+
+    def _embed_alone(self, x: np.ndarray) -> np.ndarray:
+        started = time.perf_counter()
+        vectors = self.embedder.embed_arrays(x[None])
+        self.metrics.observe_batch(1, time.perf_counter() - started)
+        return vectors
+
+    def _search_blocking(self, vector: np.ndarray, q: SearchQuery) -> tuple[list[Match], list]:
+        started = time.perf_counter()
+        xq = np.ascontiguousarray(vector[None], dtype=np.float32)
+        filters = dict(cameras=q.cameras, exclude_cameras=q.exclude_cameras, time_range=q.time_range,
+                       max_distance=q.max_distance)
+        matches = self.gallery.search(xq, q.k, **filters).matches[0]
+        identities = []
+        if q.k_identities > 0:
+            identities = self.gallery.search_identities(
+                xq, q.k_identities, items_per_identity=q.items_per_identity, **filters)[0]
+        self.metrics.search.observe(time.perf_counter() - started)
+        return matches, identities
+
+    # -- writes ----------------------------------------------------------------------------
+
+    async def add(self, uploads: Sequence[Upload], records: Sequence[ItemRecord]) -> AddResponse:
+        """Decode every upload first (any bad one refuses the whole request), then embed them
+        and commit crops + items in one gallery transaction."""
+        batch = await self._in_pool(self._preprocess_all, uploads)
+        vectors = await asyncio.get_running_loop().run_in_executor(
+            self._embed_thread, self.embedder.embed_arrays, batch)
+        items = await self._in_pool(self._commit_add, uploads, vectors, records)
+        return AddResponse(items=[_item_out(i) for i in items], gallery_size=len(self.gallery))
+
+    def _preprocess_all(self, uploads: Sequence[Upload]) -> np.ndarray:
+        return np.stack([self._preprocess(u) for u in uploads])
+
+    def _commit_add(self, uploads: Sequence[Upload], vectors: np.ndarray,
+                    records: Sequence[ItemRecord]) -> list[GalleryItem]:
+        with self._write_lock:
+            written: list[str] = []
+            try:
+                stored = []
+                for upload, rec in zip(uploads, records, strict=True):
+                    digest, rel, new = self.crops.put(upload.data)
+                    if new:
+                        written.append(digest)
+                    stored.append(ItemRecord(path=rel, pid=rec.pid, camid=rec.camid,
+                                             timestamp=rec.timestamp, content_hash=digest))
+                ids = self.gallery.add(vectors, stored)
+            except BaseException:
+                self.crops.discard(written)  # the gallery did not commit: nothing refers to them
+                raise
+        return self.gallery.items(ids.tolist())
+
+    async def remove_item(self, item_id: int) -> RemoveResponse:
+        removed = await self._in_pool(self._remove_blocking, lambda: self.gallery.remove([item_id]))
+        if not removed:
+            raise ApiError(404, "not_found", f"no gallery item with id {item_id}")
+        return RemoveResponse(removed=removed, gallery_size=len(self.gallery))
+
+    async def remove_identity(self, pid: int) -> RemoveResponse:
+        removed = await self._in_pool(self._remove_blocking, lambda: self.gallery.remove_identity(pid))
+        if not removed:
+            raise ApiError(404, "not_found", f"no gallery items with pid {pid}")
+        return RemoveResponse(removed=removed, gallery_size=len(self.gallery))
+
+    def _remove_blocking(self, remove: Callable[[], int]) -> int:
+        with self._write_lock:
+            removed = remove()
+            if removed:
+                self.crops.sweep(self.gallery.contains_hash)
+        return removed
+
+    # -- reads -----------------------------------------------------------------------------
+
+    async def stats(self) -> StatsResponse:
+        s = await self._in_pool(self.gallery.stats)
+        per_camera = sorted(s.per_camera.items(), key=lambda kv: (kv[0] is None, kv[0] or 0))
+        return StatsResponse(
+            count=s.count, identities=s.identities, unlabelled=s.unlabelled,
+            per_camera=[CameraCount(camid=c, count=n) for c, n in per_camera], dim=s.dim,
+            fingerprint=s.fingerprint, index_type=s.index_type, active_index=s.active_index,
+            device=s.device, on_disk_bytes=s.on_disk_bytes,
+        )
+
+    async def image_file(self, item_id: int) -> tuple[Path, str]:
+        """The crop of an item and its media type; 404 unless it is a stored crop or a file
+        inside one of the configured ``image_roots``."""
+        found = await self._in_pool(self.gallery.items, [item_id])
+        if not found:
+            raise ApiError(404, "not_found", f"no gallery item with id {item_id}")
+        item = found[0]
+        path = self.crops.find(item.content_hash) or self._inside_image_roots(item.path)
+        if path is None:
+            raise ApiError(404, "no_image", f"gallery item {item_id} has no image this server may "
+                           "serve (see --image-root)")
+        return path, MEDIA_TYPES[path.suffix.lower().lstrip(".")]
+
+    def _inside_image_roots(self, recorded: str | None) -> Path | None:
+        if not recorded or not self.settings.image_roots:
+            return None
+        path = Path(recorded).resolve()
+        if path.suffix.lower().lstrip(".") not in MEDIA_TYPES or not path.is_file():
+            return None
+        for root in self.settings.image_roots:
+            if path.is_relative_to(Path(root).resolve()):
+                return path
+        return None
+
+
+def _ms(seconds: float) -> float:
+    return round(seconds * 1000.0, 3)
+
+
+def _item_fields(item: GalleryItem) -> dict[str, object]:
+    return dict(id=item.id, pid=item.pid, camid=item.camid, timestamp=item.timestamp, path=item.path,
+                added_at=item.added_at, image_url=f"/gallery/{item.id}/image")
+
+
+def _item_out(item: GalleryItem) -> GalleryItemOut:
+    return GalleryItemOut(**_item_fields(item))
+
+
+def _match_out(match: Match) -> MatchOut:
+    return MatchOut(distance=match.distance, **_item_fields(match.item))

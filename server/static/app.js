@@ -1,0 +1,104 @@
+// The search page: send the chosen crop to POST /search and draw the ranked identities.
+"use strict";
+
+const form = document.getElementById("search-form");
+const fileInput = document.getElementById("file-input");
+const dropZone = document.getElementById("drop-zone");
+const preview = document.getElementById("query-preview");
+const hint = document.getElementById("drop-hint");
+const button = document.getElementById("search-button");
+const statusLine = document.getElementById("status");
+const results = document.getElementById("results");
+let chosen = null;
+
+function choose(file) {
+  if (!file) return;
+  chosen = file;
+  preview.src = URL.createObjectURL(file);
+  preview.hidden = false;
+  hint.hidden = true;
+  button.disabled = false;
+  search();
+}
+
+function cameraList(text) {
+  return text.split(/[ ,]+/).filter((s) => s !== "").map(Number).filter(Number.isInteger);
+}
+
+function say(text, isError) {
+  statusLine.textContent = text;
+  statusLine.className = isError ? "error" : "";
+}
+
+function element(tag, props, children) {
+  const node = Object.assign(document.createElement(tag), props || {});
+  for (const child of children || []) node.append(child);
+  return node;
+}
+
+function render(answer) {
+  results.replaceChildren();
+  if (answer.identities.length === 0) {
+    say(`No labelled identity passes the filters (gallery of ${answer.gallery_size} items).`, false);
+    return;
+  }
+  answer.identities.forEach((identity, rank) => {
+    const crops = identity.items.map((item) => element("figure", {}, [
+      element("img", { src: item.image_url, alt: `gallery item ${item.id}`, loading: "lazy" }),
+      element("figcaption", {
+        textContent: `d ${item.distance.toFixed(3)} · cam ${item.camid ?? "?"}` +
+          (item.timestamp !== null ? ` · t ${item.timestamp}` : ""),
+      }),
+    ]));
+    results.append(element("article", { className: "identity", dataset: { pid: identity.pid } }, [
+      element("h2", { textContent: `#${rank + 1} · identity ${identity.pid} · distance ${identity.distance.toFixed(3)}` }),
+      element("div", { className: "crops" }, crops),
+    ]));
+  });
+  const t = answer.timings;
+  say(`${answer.identities.length} identities from ${answer.gallery_size} items in ${t.total_ms.toFixed(1)} ms ` +
+      `(decode ${t.decode_ms.toFixed(1)}, embed ${t.embed_ms.toFixed(1)}, search ${t.search_ms.toFixed(1)})`, false);
+}
+
+async function search() {
+  if (!chosen) return;
+  const params = new URLSearchParams({
+    k: "1",
+    k_identities: document.getElementById("k-identities").value || "5",
+    items_per_identity: document.getElementById("per-identity").value || "3",
+  });
+  for (const c of cameraList(document.getElementById("cameras").value)) params.append("cameras", c);
+  for (const c of cameraList(document.getElementById("exclude-cameras").value)) params.append("exclude_cameras", c);
+  const body = new FormData();
+  body.append("image", chosen, chosen.name || "query.png");
+  say("Searching…", false);
+  button.disabled = true;
+  try {
+    const response = await fetch(`/search?${params}`, { method: "POST", body });
+    const answer = await response.json();
+    if (!response.ok) {
+      results.replaceChildren();
+      const detail = typeof answer.detail === "string" ? answer.detail : JSON.stringify(answer.detail);
+      say(`Error ${response.status}: ${detail}`, true);
+      return;
+    }
+    render(answer);
+  } catch (err) {
+    say(`Could not reach the server: ${err}`, true);
+  } finally {
+    button.disabled = false;
+  }
+}
+
+fileInput.addEventListener("change", () => choose(fileInput.files[0]));
+form.addEventListener("submit", (event) => { event.preventDefault(); search(); });
+for (const name of ["dragenter", "dragover"]) {
+  dropZone.addEventListener(name, (event) => { event.preventDefault(); dropZone.classList.add("dragging"); });
+}
+for (const name of ["dragleave", "drop"]) {
+  dropZone.addEventListener(name, () => dropZone.classList.remove("dragging"));
+}
+dropZone.addEventListener("drop", (event) => {
+  event.preventDefault();
+  choose(event.dataTransfer.files[0]);
+});
