@@ -55,3 +55,32 @@ def atomic_write_with(path: str | os.PathLike[str], write: Callable[[BinaryIO], 
     """Replace ``path`` atomically with whatever ``write(fh)`` writes (e.g. ``torch.save``)."""
     with atomic_open(path) as fh:
         write(fh)
+
+
+@contextlib.contextmanager
+def atomic_path(path: str | os.PathLike[str], suffix: str = ".tmp", mode: int = 0o644) -> Iterator[Path]:
+    """Yield a temp path beside ``path`` for a writer that wants a file name (not a handle).
+
+    On clean exit the temp file is fsynced, given permissions ``mode`` (mkstemp makes it
+    0600) and renamed over ``path``; if the body raises (for instance a check of the written
+    file failed), the temp file is removed and ``path`` is untouched. ``suffix`` lets writers
+    that judge a file by its extension see the right one.
+    """
+    target = Path(path)
+    target.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{target.name}.", suffix=suffix, dir=target.parent)
+    os.close(fd)
+    try:
+        yield Path(tmp)
+        fd = os.open(tmp, os.O_RDONLY)
+        try:
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+        os.chmod(tmp, mode)
+        os.replace(tmp, target)
+    except BaseException:
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(tmp)
+        raise
+    fsync_dir(target.parent)
