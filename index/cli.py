@@ -21,14 +21,7 @@ from typing import NoReturn
 import numpy as np
 
 from export.runtime import Embedder, default_intra_op_threads
-from index.bulk import (
-    REPORT_NAME,
-    BuildReport,
-    default_decode_workers,
-    embed_files,
-    index_images,
-    open_or_create,
-)
+from index.bulk import REPORT_NAME, embed_files, index_images, open_or_create
 from index.evaluation import evaluate_gallery
 from index.faiss_index import INDEX_TYPES
 from index.gallery import DEFAULT_CHECKPOINT_EVERY, Gallery

@@ -1,0 +1,263 @@
+"""reid-index through main([...]): build layouts, bad files, resume, search, stats, remove, eval."""
+
+from __future__ import annotations
+
+import json
+import sqlite3
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from export.runtime import Embedder
+from index.bulk import REPORT_NAME, index_files
+from index.cli import main
+from index.gallery import Gallery
+from training.datasets import list_images, load_dataset, parse_reid_name
+from training.evaluation import evaluate_features
+
+
+def run(capsys: pytest.CaptureFixture[str], *argv: object) -> tuple[int, str, str]:
+    code = main([str(a) for a in argv])
+    captured = capsys.readouterr()
+    return code, captured.out, captured.err
+
+
+def build(capsys: pytest.CaptureFixture[str], model: Path, out: Path, *sources: Path, extra: tuple = ()) -> str:
+    code, stdout, err = run(capsys, "build", "--model", model, "--out", out, *sources, "--quiet",
+                            "--workers", 2, "--batch-size", 8, *extra)
+    assert code == 0, err
+    return stdout
+
+
+def write_png(path: Path, seed: int, size: tuple[int, int] = (20, 10)) -> Path:
+    rng = np.random.default_rng(seed)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    Image.fromarray(rng.integers(0, 256, (*size, 3), dtype=np.uint8)).save(path)
+    return path
+
+
+def stored_rows(gallery: Path) -> list[tuple]:
+    with sqlite3.connect(gallery / "gallery.db") as conn:
+        return conn.execute("SELECT id, path, pid, camid, timestamp, content_hash FROM items ORDER BY id").fetchall()
+
+
+# ---------------------------------------------------------------- layouts
+def test_market_layout_gives_pids_and_cameras_from_names(capsys, tmp_path, tiny_model, market_data) -> None:
+    test_dir = market_data / "bounding_box_test"
+    files = list_images(test_dir)
+    junk = [p for p in files if parse_reid_name(p).pid == -1]
+    assert junk and any(parse_reid_name(p).pid == 0 for p in files)  # the data has both kinds
+
+    out = build(capsys, tiny_model, tmp_path / "g", test_dir)
+    assert f"{len(files)} files: {len(files) - len(junk)} added" in out and f"{len(junk)} junk skipped" in out
+    rows = stored_rows(tmp_path / "g")
+    assert [Path(r[1]) for r in rows] == [p for p in files if p not in junk]  # name order, junk out
+    for _, path, pid, camid, timestamp, _ in rows:
+        name = parse_reid_name(path)
+        assert (pid, camid) == (name.pid, name.camid)
+        assert timestamp == float(Path(path).name.split("_")[2])  # Market frame number
+
+    build(capsys, tiny_model, tmp_path / "all", test_dir, extra=("--keep-junk", "--timestamp", "none"))
+    rows = stored_rows(tmp_path / "all")
+    assert len(rows) == len(files) and sum(r[2] == -1 for r in rows) == len(junk)
+    assert all(r[4] is None for r in rows)
+
+
+def test_per_camera_subfolders(capsys, tmp_path, tiny_model) -> None:
+    src = tmp_path / "cams"
+    write_png(src / "c1" / "a.png", 1)
+    write_png(src / "c1" / "b.png", 2)
+    write_png(src / "cam3" / "0007_c3_f0000123.png", 3)  # a Duke name: frame read, pid not
+    out = build(capsys, tiny_model, tmp_path / "g", src)
+    assert "3 files: 3 added" in out
+    rows = stored_rows(tmp_path / "g")
+    assert [(Path(r[1]).name, r[2], r[3], r[4]) for r in rows] == [
+        ("a.png", None, 0, None), ("b.png", None, 0, None), ("0007_c3_f0000123.png", None, 2, 123.0)]
+
+    write_png(src / "lobby" / "x.png", 4)
+    code, _, err = run(capsys, "build", "--model", tiny_model, "--out", tmp_path / "g2", src)
+    assert code == 2 and "lobby" in err and len(err.strip().splitlines()) == 1
+
+
+def test_bad_files_are_skipped_and_reported(capsys, tmp_path, tiny_model, market_data) -> None:
+    src = tmp_path / "src"
+    src.mkdir()
+    good = [p for p in list_images(market_data / "query")]
+    for p in good:
+        (src / p.name).write_bytes(p.read_bytes())
+    jpeg = good[0].read_bytes()
+    bad = {
+        "0001_c1s1_000001_01.jpg": jpeg[: len(jpeg) // 2],  # truncated
+        "0001_c1s1_000002_01.jpg": b"",  # empty
+        "0001_c1s1_000003_01.png": b"hello, not a picture",  # not an image
+        "0001_c1s1_000004_01.jpg": np.random.default_rng(0).bytes(3000),  # noise
+    }
+    for name, data in bad.items():
+        (src / name).write_bytes(data)
+    (src / "notes_without_labels.jpg").write_bytes(jpeg)  # unparseable name
+
+    out = build(capsys, tiny_model, tmp_path / "g", src)
+    assert f"{len(good)} added" in out and "5 unreadable" in out and REPORT_NAME in out
+    report = [json.loads(line) for line in (tmp_path / "g" / REPORT_NAME).read_text().splitlines()]
+    reasons = {Path(r["path"]).name: r["reason"] for r in report}
+    assert reasons == {
+        "0001_c1s1_000001_01.jpg": "truncated", "0001_c1s1_000002_01.jpg": "empty",
+        "0001_c1s1_000003_01.png": "not_an_image", "0001_c1s1_000004_01.jpg": "not_an_image",
+        "notes_without_labels.jpg": "bad_name",
+    }
+    assert len(stored_rows(tmp_path / "g")) == len(good)
+
+
+def test_rerun_adds_nothing_and_duplicate_content_is_stored_once(capsys, tmp_path, tiny_model, market_data) -> None:
+    src = tmp_path / "src"
+    src.mkdir()
+    files = list_images(market_data / "query")
+    for p in files:
+        (src / p.name).write_bytes(p.read_bytes())
+    copy = src / files[0].name.replace("_01.jpg", "_09.jpg")  # same bytes, other name
+    copy.write_bytes(files[0].read_bytes())
+
+    first = build(capsys, tiny_model, tmp_path / "g", src)
+    assert f"{len(files) + 1} files: {len(files)} added, 1 already indexed" in first
+    before = stored_rows(tmp_path / "g")
+    again = build(capsys, tiny_model, tmp_path / "g", src)
+    assert f"0 added, {len(files) + 1} already indexed" in again
+    assert stored_rows(tmp_path / "g") == before
+
+
+# ---------------------------------------------------------------- search against brute force
+def test_search_equals_numpy_brute_force(capsys, tmp_path, tiny_model, market_data) -> None:
+    test_dir = market_data / "bounding_box_test"
+    build(capsys, tiny_model, tmp_path / "g", test_dir)
+    files = [Path(r[1]) for r in stored_rows(tmp_path / "g")]
+    embedder = Embedder(tiny_model)
+    xb = embedder.embed(files).astype(np.float64)
+    for query in list_images(market_data / "query")[:3]:
+        xq = embedder.embed([query]).astype(np.float64)
+        dist = np.sqrt(((xb - xq) ** 2).sum(axis=1))
+        order = np.argsort(dist, kind="stable")[:10]
+        code, out, _ = run(capsys, "search", "--model", tiny_model, "--gallery", tmp_path / "g", query,
+                           "--k", 10, "--json")
+        assert code == 0
+        got = json.loads(out)
+        assert [Path(m["path"]) for m in got] == [files[i] for i in order]
+        np.testing.assert_allclose([m["distance"] for m in got], dist[order], rtol=1e-4, atol=1e-4)
+
+        # camera filter: numbers as in file names (c2 -> camid 1)
+        code, out, _ = run(capsys, "search", "--model", tiny_model, "--gallery", tmp_path / "g", query,
+                           "--k", 5, "--exclude-cameras", "c2", "--json")
+        kept = [i for i in np.argsort(dist, kind="stable") if parse_reid_name(files[i]).camid != 1][:5]
+        assert [Path(m["path"]) for m in json.loads(out)] == [files[i] for i in kept]
+
+    code, out, _ = run(capsys, "search", "--model", tiny_model, "--gallery", tmp_path / "g", query, "--identities",
+                       "--k", 2)
+    assert code == 0 and out.splitlines()[0].split()[:3] == ["rank", "pid", "distance"]
+
+
+# ---------------------------------------------------------------- stats, remove, add
+def test_stats_remove_add(capsys, tmp_path, tiny_model, market_data) -> None:
+    g = tmp_path / "g"
+    build(capsys, tiny_model, g, market_data / "bounding_box_test")
+    rows = stored_rows(g)
+    code, out, _ = run(capsys, "stats", g, "--json")
+    stats = json.loads(out)
+    assert code == 0 and stats["count"] == len(rows) and stats["dim"] == 16
+    assert stats["fingerprint"] == Embedder(tiny_model).fingerprint and stats["index_type"] == "flat"
+    assert sum(stats["per_camera"].values()) == len(rows)
+    assert stats["per_camera"]["1"] == sum(r[3] == 0 for r in rows)  # c1 is camid 0
+    code, out, _ = run(capsys, "stats", g)
+    assert code == 0 and f"items       {len(rows)}" in out
+
+    code, out, _ = run(capsys, "remove", "--gallery", g, "--camera", "1")
+    n_c1 = sum(r[3] == 0 for r in rows)
+    assert code == 0 and f"removed {n_c1} item(s)" in out
+    pid = next(r[2] for r in rows if r[2] and r[3] != 0)
+    code, out, _ = run(capsys, "remove", "--gallery", g, "--pid", pid)
+    left = [r for r in stored_rows(g)]
+    assert code == 0 and all(r[2] != pid and r[3] != 0 for r in left)
+    code, out, _ = run(capsys, "remove", "--gallery", g, "--id", left[0][0], 10**9)
+    assert "removed 1 item(s)" in out
+
+    query = list_images(market_data / "query")[0]
+    code, out, err = run(capsys, "add", "--model", tiny_model, "--gallery", g, query, "--pid", 77, "--camera", "c5",
+                         "--timestamp", 12.5, "--quiet")
+    assert code == 0, err
+    last = stored_rows(g)[-1]
+    assert (Path(last[1]), last[2], last[3], last[4]) == (query, 77, 4, 12.5)
+
+
+def test_index_files_library_call(tmp_path, tiny_model) -> None:
+    paths = [write_png(tmp_path / f"{i}.png", i) for i in range(5)]
+    (tmp_path / "bad.png").write_bytes(b"nope")
+    embedder = Embedder(tiny_model)
+    with Gallery.create(tmp_path / "g", embedder.embedding_dim, embedder.fingerprint) as gallery:
+        report = index_files(gallery, embedder, [*paths, tmp_path / "bad.png"], camid=2, batch_size=2)
+        assert (report.added, report.failed) == (5, 1) and report.failures[0].reason == "not_an_image"
+        assert index_files(gallery, embedder, paths).already_indexed == 5
+        res = gallery.search(embedder.embed(paths[3:4]), k=1)
+        assert res.matches[0][0].item.path == str(paths[3]) and res.matches[0][0].item.camid == 2
+
+
+# ---------------------------------------------------------------- errors
+def test_wrong_model_is_a_clear_error(capsys, tmp_path, tiny_model, other_model, market_data) -> None:
+    build(capsys, tiny_model, tmp_path / "g", market_data / "query")
+    for argv in (("build", "--model", other_model, "--out", tmp_path / "g", market_data / "query"),
+                 ("search", "--model", other_model, "--gallery", tmp_path / "g",
+                  list_images(market_data / "query")[0])):
+        code, _, err = run(capsys, *argv)
+        assert code == 2 and "fingerprint" in err and len(err.strip().splitlines()) == 1
+
+
+def bad_inputs(tmp: Path, model: Path, data: Path, gallery: Path) -> list[tuple]:
+    img = list_images(data / "query")[0]
+    return [
+        (),
+        ("build", "--model", model, "--out", tmp / "x", tmp / "missing"),
+        ("build", "--model", tmp / "missing.onnx", "--out", tmp / "x", data / "query"),
+        ("build", "--model", model, "--out", tmp / "x", data / "query", "--batch-size", "0"),
+        ("build", "--model", model, "--out", gallery, data / "query", "--index-type", "ivf_pq"),
+        ("build", "--model", model, "--out", tmp / "x", data / "query", "--index-type", "ivf_pq", "--m", "5"),
+        ("build", "--model", model, "--out", tmp / "x", data),  # a data set root: folders are not cameras
+        ("add", "--model", model, "--gallery", tmp / "nothing", img),
+        ("remove", "--gallery", gallery),
+        ("remove", "--gallery", gallery, "--camera", "0"),
+        ("stats", tmp / "nothing"),
+        ("search", "--model", model, "--gallery", gallery, tmp / "missing.jpg"),
+        ("search", "--model", model, "--gallery", gallery, img, "--k", "-3"),
+        ("eval", "--model", model, "--data", tmp / "missing"),
+        ("eval", "--model", model, "--data", data / "query"),
+    ]
+
+
+def test_every_bad_input_is_one_line_and_nonzero(capsys, tmp_path, tiny_model, market_data) -> None:
+    gallery = tmp_path / "g"
+    build(capsys, tiny_model, gallery, market_data / "query")
+    for argv in bad_inputs(tmp_path, tiny_model, market_data, gallery):
+        code, _, err = run(capsys, *argv)
+        lines = err.strip().splitlines()
+        assert code != 0 and len(lines) == 1 and lines[0].startswith("reid-index: error: "), (argv, err)
+    assert not (tmp_path / "x").exists() or not any((tmp_path / "x").iterdir())
+
+
+# ---------------------------------------------------------------- eval
+def test_eval_equals_direct_features_and_evaluation(capsys, tmp_path, tiny_model, market_data) -> None:
+    code, out, err = run(capsys, "eval", "--model", tiny_model, "--data", market_data, "--json", "--quiet")
+    assert code == 0, err
+    got = json.loads(out)
+    data = load_dataset(market_data)
+    embedder = Embedder(tiny_model)
+    qf, gf = embedder.embed([s.path for s in data.query]), embedder.embed([s.path for s in data.gallery])
+    expected = evaluate_features(qf, gf, np.array([s.pid for s in data.query]), np.array([s.pid for s in data.gallery]),
+                                 np.array([s.camid for s in data.query]), np.array([s.camid for s in data.gallery]))
+    assert got["num_gallery"] == len(data.gallery) and got["num_queries"] == len(data.query)
+    assert got["mAP"] == pytest.approx(expected.mAP, abs=1e-12)
+    assert got["mINP"] == pytest.approx(expected.mINP, abs=1e-12)
+    assert [got["rank1"], got["rank5"], got["rank10"]] == pytest.approx(expected.cmc[[0, 4, 9]].tolist(), abs=1e-12)
+
+    # the plain-text form, and --gallery keeps (and reuses) the gallery it built
+    code, out, _ = run(capsys, "eval", "--model", tiny_model, "--data", market_data, "--gallery", tmp_path / "g",
+                       "--quiet")
+    assert code == 0 and f"mAP {100 * expected.mAP:.1f}%" in out.splitlines()[1]
+    assert len(stored_rows(tmp_path / "g")) == len(data.gallery)
