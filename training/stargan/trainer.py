@@ -1,0 +1,214 @@
+"""Training the camera-style StarGAN: one discriminator step per iteration, one generator
+step every ``n_critic`` iterations (StarGAN's counting, so ``iters`` = discriminator steps)."""
+
+from __future__ import annotations
+
+import itertools
+import time
+from collections.abc import Callable, Iterator, Sequence
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import NamedTuple
+
+import torch
+from torch import Tensor
+from torch.utils.data import DataLoader
+from tqdm import tqdm
+
+from training.datasets import UnlabelledSample
+from training.errors import ReIDError
+from training.stargan.checkpoint import CHECKPOINT_NAME, StarGANCheckpoint, load_stargan, save_stargan
+from training.stargan.data import CameraImage, CameraImages, count_cameras
+from training.stargan.losses import camera_classification_loss, critic_loss, gradient_penalty, reconstruction_loss
+from training.stargan.model import Discriminator, Generator, StarGANConfig
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    """The StarGAN recipe; defaults are StarGAN's (and HHL's, which trains ~220k iterations)."""
+
+    iters: int = 200_000
+    batch_size: int = 16
+    lr_g: float = 1e-4
+    lr_d: float = 1e-4
+    beta1: float = 0.5
+    beta2: float = 0.999
+    n_critic: int = 5
+    lambda_cls: float = 1.0
+    lambda_rec: float = 10.0
+    lambda_gp: float = 10.0
+    decay_from: float = 0.5  # learning rates fall linearly to 0 over the last half
+    checkpoint_every: int = 10_000
+    seed: int = 0
+    workers: int = 2
+
+    def validate(self) -> None:
+        """Raise ReIDError naming the first unusable value."""
+        if self.iters < 1 or self.batch_size < 1 or self.n_critic < 1 or self.checkpoint_every < 1:
+            raise ReIDError(
+                "iters, batch size, n_critic and checkpoint interval must be >= 1, got "
+                f"{self.iters}, {self.batch_size}, {self.n_critic}, {self.checkpoint_every}"
+            )
+        if self.lr_g <= 0 or self.lr_d <= 0:
+            raise ReIDError(f"learning rates must be > 0, got {self.lr_g} and {self.lr_d}")
+        if not 0.0 <= self.decay_from <= 1.0:
+            raise ReIDError(f"decay_from must be a fraction of the run in [0, 1], got {self.decay_from}")
+        if self.workers < 0:
+            raise ReIDError(f"workers must be >= 0, got {self.workers}")
+
+
+def lr_factor(iteration: int, iters: int, decay_from: float) -> float:
+    """1 until ``decay_from * iters``, then linear down to 1/(remaining steps) at the last one.
+
+    A pure function of the iteration, so a resumed run continues the same schedule.
+    """
+    start = int(decay_from * iters)
+    if iteration < start:
+        return 1.0
+    return (iters - iteration) / (iters - start)
+
+
+class TrainSummary(NamedTuple):
+    checkpoint: Path
+    start_iteration: int
+    iteration: int
+    seconds: float
+    metrics: dict[str, float]
+
+
+def _batches(loader: DataLoader[CameraImage]) -> Iterator[CameraImage]:
+    for _ in itertools.count():
+        yield from loader
+
+
+def _set_lr(optimizer: torch.optim.Optimizer, lr: float) -> None:
+    for group in optimizer.param_groups:
+        group["lr"] = lr
+
+
+def train_stargan(
+    samples: Sequence[UnlabelledSample],
+    model_config: StarGANConfig,
+    config: TrainConfig,
+    run_dir: str | Path,
+    *,
+    device: torch.device,
+    resume: bool = False,
+    data_info: dict[str, object] | None = None,
+    progress: bool = True,
+    log: Callable[[str], None] = print,
+) -> TrainSummary:
+    """Train (or, with ``resume``, continue) a StarGAN on ``samples``; checkpoint to
+    ``run_dir/stargan.pt`` every ``checkpoint_every`` iterations and at the end.
+
+    ReIDError when the cameras in the data do not match ``model_config.num_cameras``, when
+    ``run_dir`` already holds a checkpoint and ``resume`` is off, or when resuming a run whose
+    architecture differs.
+    """
+    config.validate()
+    model_config.validate()
+    num_cameras = count_cameras(samples)
+    if num_cameras != model_config.num_cameras:
+        raise ReIDError(f"the data has {num_cameras} cameras but the StarGAN is built for {model_config.num_cameras}")
+    path = Path(run_dir) / CHECKPOINT_NAME
+    if path.exists() and not resume:
+        raise ReIDError(f"{path} already exists: pass --resume to continue that run, or choose a new --out")
+
+    torch.manual_seed(config.seed)  # initial weights
+    generator, discriminator = Generator(model_config).to(device), Discriminator(model_config).to(device)
+    betas = (config.beta1, config.beta2)
+    opt_g = torch.optim.Adam(generator.parameters(), lr=config.lr_g, betas=betas)
+    opt_d = torch.optim.Adam(discriminator.parameters(), lr=config.lr_d, betas=betas)
+    start = 0
+    if resume:
+        state = load_stargan(path)
+        if state.model_config != model_config:
+            raise ReIDError(f"{path} was trained with {state.model_config}, not {model_config}: start a new --out")
+        generator.load_state_dict(state.generator)
+        discriminator.load_state_dict(state.discriminator)
+        if state.g_optimizer and state.d_optimizer:
+            opt_g.load_state_dict(state.g_optimizer)
+            opt_d.load_state_dict(state.d_optimizer)
+        start = state.iteration
+        log(f"resuming {path} at iteration {start}")
+    if start >= config.iters:
+        log(f"{path} is at iteration {start} >= --iters {config.iters}: nothing to train")
+        return TrainSummary(path, start, start, 0.0, {})
+
+    # Reseeded from the iteration, so a resumed run draws fresh (not repeated) batches.
+    torch.manual_seed(config.seed + start)
+    loader = DataLoader(
+        CameraImages(samples, model_config.image_size, flip=True),
+        batch_size=config.batch_size,
+        shuffle=True,
+        drop_last=len(samples) >= config.batch_size,
+        num_workers=config.workers,
+        persistent_workers=config.workers > 0,
+        generator=torch.Generator().manual_seed(config.seed + start),
+    )
+    batches = _batches(loader)
+
+    def checkpoint(iteration: int, metrics: dict[str, float]) -> None:
+        save_stargan(
+            path,
+            StarGANCheckpoint(
+                model_config=model_config,
+                generator=generator.state_dict(),
+                discriminator=discriminator.state_dict(),
+                iteration=iteration,
+                g_optimizer=opt_g.state_dict(),
+                d_optimizer=opt_d.state_dict(),
+                train_config=asdict(config),
+                metrics=metrics,
+                data=dict(data_info or {}),
+            ),
+        )
+
+    generator.train()
+    discriminator.train()
+    metrics: dict[str, float] = {}
+    began = time.perf_counter()
+    bar = tqdm(range(start, config.iters), initial=start, total=config.iters, desc="stargan", unit="it", disable=not progress)
+    for iteration in bar:
+        factor = lr_factor(iteration, config.iters, config.decay_from)
+        _set_lr(opt_g, config.lr_g * factor)
+        _set_lr(opt_d, config.lr_d * factor)
+        batch = next(batches)
+        real, camids = batch.image.to(device), batch.camid.to(device)
+        # Targets uniform over cameras (StarGAN permutes the batch's labels): rare cameras
+        # are translated to as often as common ones.
+        target = torch.randint(num_cameras, camids.shape, device=device)
+
+        # Discriminator: real vs translated patches, camera of real images, gradient penalty.
+        fake = generator(real, target).detach()
+        out_real, out_fake = discriminator(real), discriminator(fake)
+        d_adv = critic_loss(out_real.patch, out_fake.patch)
+        d_cls = camera_classification_loss(out_real.logits, camids)
+        d_gp = gradient_penalty(lambda x: discriminator(x).patch, real, fake)
+        d_loss = d_adv + config.lambda_cls * d_cls + config.lambda_gp * d_gp
+        opt_d.zero_grad(set_to_none=True)
+        d_loss.backward()
+        opt_d.step()
+        metrics.update(d_adv=d_adv.item(), d_cls=d_cls.item(), d_gp=d_gp.item())
+
+        # Generator: fool the critic, be classified as the target camera, cycle back.
+        if (iteration + 1) % config.n_critic == 0:
+            discriminator.requires_grad_(False)
+            fake = generator(real, target)
+            out_fake = discriminator(fake)
+            g_adv = -out_fake.patch.mean()
+            g_cls = camera_classification_loss(out_fake.logits, target)
+            g_rec = reconstruction_loss(real, generator(fake, camids))
+            g_loss = g_adv + config.lambda_cls * g_cls + config.lambda_rec * g_rec
+            opt_g.zero_grad(set_to_none=True)
+            g_loss.backward()
+            opt_g.step()
+            discriminator.requires_grad_(True)
+            metrics.update(g_adv=g_adv.item(), g_cls=g_cls.item(), g_rec=g_rec.item())
+            bar.set_postfix(d_cls=f"{metrics['d_cls']:.3f}", g_cls=f"{g_cls.item():.3f}", g_rec=f"{g_rec.item():.3f}")
+
+        if (iteration + 1) % config.checkpoint_every == 0 or iteration + 1 == config.iters:
+            checkpoint(iteration + 1, dict(metrics))
+    bar.close()
+    seconds = time.perf_counter() - began
+    return TrainSummary(path, start, config.iters, seconds, dict(metrics))
