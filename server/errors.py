@@ -8,6 +8,8 @@ status each deserves.
 from __future__ import annotations
 
 from fastapi import FastAPI, HTTPException, Request
+from fastapi.encoders import jsonable_encoder
+from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
@@ -47,11 +49,24 @@ def error_responses(*statuses: int) -> dict[int | str, dict[str, object]]:
 
 
 def install_error_handlers(app: FastAPI) -> None:
-    """Render every HTTPException as ``{"error": code, "detail": message}``."""
+    """Render every HTTPException as ``{"error": code, "detail": message}``, and request
+    validation errors (422) the same way, with FastAPI's list kept under ``errors``."""
 
     async def http_error(request: Request, exc: StarletteHTTPException) -> JSONResponse:
         code = getattr(exc, "code", None) or _DEFAULT_CODES.get(exc.status_code, "error")
         return JSONResponse({"error": code, "detail": str(exc.detail)},
                             status_code=exc.status_code, headers=getattr(exc, "headers", None))
 
+    async def validation_error(request: Request, exc: RequestValidationError) -> JSONResponse:
+        problems = exc.errors()
+        detail = "; ".join(f"{_where(e.get('loc', ()))}: {e.get('msg', 'invalid')}" for e in problems)
+        return JSONResponse({"error": "invalid_parameter", "detail": detail,
+                             "errors": jsonable_encoder(problems)}, status_code=422)
+
     app.add_exception_handler(StarletteHTTPException, http_error)  # type: ignore[arg-type]
+    app.add_exception_handler(RequestValidationError, validation_error)  # type: ignore[arg-type]
+
+
+def _where(loc: tuple | list) -> str:
+    """``("query", "k")`` -> ``query k``: where the bad value was."""
+    return " ".join(str(part) for part in loc) or "request"

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 from pydantic import BaseModel, ConfigDict, Field
 
 _FP = "3f5a9c0e" + "0" * 56
@@ -15,6 +17,8 @@ class ErrorBody(BaseModel):
     ]})
     error: str = Field(description="machine-readable code, e.g. not_an_image, too_large, unauthorized")
     detail: str = Field(description="what was wrong and what to change")
+    errors: list[dict[str, Any]] | None = Field(
+        None, description="422 only: each invalid parameter (FastAPI's validation errors)")
 
 
 class GalleryItemOut(BaseModel):
