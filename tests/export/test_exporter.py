@@ -22,8 +22,8 @@ from export.runtime import CPU, Embedder
 from export_data import SMALL_CONFIG, make_checkpoint
 from training.checkpoint import load_checkpoint
 from training.errors import ReIDError
-from training.model import ModelConfig, search_embedding
-from training.transforms import eval_transform, read_rgb
+from training.features import extract_features
+from training.model import ModelConfig
 
 H, W = SMALL_CONFIG.height, SMALL_CONFIG.width
 
@@ -94,12 +94,10 @@ def test_onnx_matches_pytorch_at_a_new_batch_size(exported: tuple[Path, str], ch
 def test_runtime_on_files_agrees_with_training_eval_on_files(exported: tuple[Path, str], checkpoint_path: Path,
                                                              crops_dir: Path) -> None:
     """The accuracy measured in training is the accuracy served: the same JPEGs through the
-    training eval path (read_rgb + eval_transform + PyTorch) and the serving path (Embedder)."""
+    training evaluation path (extract_features: read_rgb + eval_transform + PyTorch) and the
+    serving path (Embedder on the files)."""
     files = sorted((crops_dir / "query").glob("*.jpg"))[:8]
-    model = load_checkpoint(checkpoint_path).build_model()
-    transform = eval_transform(H, W)
-    with torch.no_grad():
-        expected = search_embedding(model(torch.stack([transform(read_rgb(f)) for f in files])), "global+local").numpy()
+    expected = extract_features(load_checkpoint(checkpoint_path).build_model(), files, embedding="global+local")
     got = Embedder(exported[0], providers=[CPU], intra_op_threads=1).embed(files)
     np.testing.assert_allclose(got, expected, rtol=1e-4, atol=1e-5)
     cosine = np.sum(got * expected, axis=1) / (np.linalg.norm(got, axis=1) * np.linalg.norm(expected, axis=1))
