@@ -31,7 +31,9 @@ function say(text, isError) {
 }
 
 function element(tag, props, children) {
-  const node = Object.assign(document.createElement(tag), props || {});
+  const { dataset, ...rest } = props || {};
+  const node = Object.assign(document.createElement(tag), rest);
+  Object.assign(node.dataset, dataset || {});  // dataset itself is read-only
   for (const child of children || []) node.append(child);
   return node;
 }
@@ -74,8 +76,14 @@ async function search() {
   say("Searching…", false);
   button.disabled = true;
   try {
-    const response = await fetch(`/search?${params}`, { method: "POST", body });
-    const answer = await response.json();
+    let response, answer;
+    try {
+      response = await fetch(`/search?${params}`, { method: "POST", body });
+      answer = await response.json();
+    } catch (err) {
+      say(`Could not reach the server: ${err}`, true);
+      return;
+    }
     if (!response.ok) {
       results.replaceChildren();
       const detail = typeof answer.detail === "string" ? answer.detail : JSON.stringify(answer.detail);
@@ -83,8 +91,6 @@ async function search() {
       return;
     }
     render(answer);
-  } catch (err) {
-    say(`Could not reach the server: ${err}`, true);
   } finally {
     button.disabled = false;
   }

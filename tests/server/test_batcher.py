@@ -1,0 +1,92 @@
+"""The micro-batcher: concurrent queries share ONNX calls, each gets its own row back."""
+
+from __future__ import annotations
+
+import asyncio
+import threading
+from concurrent.futures import ThreadPoolExecutor
+
+import numpy as np
+import pytest
+
+from server.batcher import MicroBatcher
+from server.threads import plan_threads
+
+
+def _run_batch_recording(sizes: list[int], gate: threading.Event | None = None):
+    def run(xb: np.ndarray) -> np.ndarray:
+        if gate is not None:
+            gate.wait(5)
+        sizes.append(len(xb))
+        return xb.reshape(len(xb), -1).sum(axis=1, keepdims=True) * np.ones((1, 2), np.float32)
+    return run
+
+
+def test_concurrent_queries_are_batched_and_answered_in_order() -> None:
+    sizes: list[int] = []
+    gate = threading.Event()
+
+    async def scenario() -> list:
+        with ThreadPoolExecutor(1) as pool:
+            batcher = MicroBatcher(_run_batch_recording(sizes, gate), pool, max_batch=4, max_wait_s=0.05)
+            await batcher.start()
+            xs = [np.full((3, 2, 2), i, np.float32) for i in range(10)]
+            tasks = [asyncio.create_task(batcher.submit(x)) for x in xs]
+            await asyncio.sleep(0.1)
+            gate.set()  # the first batch was held while the others queued up
+            out = await asyncio.gather(*tasks)
+            await batcher.stop()
+            return out
+
+    out = asyncio.run(scenario())
+    assert [float(e.vector[0]) for e in out] == [12.0 * i for i in range(10)]
+    assert sum(sizes) == 10 and max(sizes) == 4 and len(sizes) == 3  # 4 + 4 + 2
+    assert all(e.batch_size in (2, 4) for e in out)
+
+
+def test_a_lone_query_waits_at_most_max_wait() -> None:
+    sizes: list[int] = []
+
+    async def scenario():
+        with ThreadPoolExecutor(1) as pool:
+            batcher = MicroBatcher(_run_batch_recording(sizes), pool, max_batch=8, max_wait_s=0.01)
+            await batcher.start()
+            loop = asyncio.get_running_loop()
+            started = loop.time()
+            result = await batcher.submit(np.ones((3, 2, 2), np.float32))
+            elapsed = loop.time() - started
+            await batcher.stop()
+            return result, elapsed
+
+    result, elapsed = asyncio.run(scenario())
+    assert result.batch_size == 1 and sizes == [1] and elapsed < 1.0
+
+
+def test_a_failing_batch_fails_its_queries_only() -> None:
+    calls = []
+
+    def run(xb: np.ndarray) -> np.ndarray:
+        calls.append(len(xb))
+        if len(calls) == 1:
+            raise ValueError("model failed")
+        return np.zeros((len(xb), 2), np.float32)
+
+    async def scenario():
+        with ThreadPoolExecutor(1) as pool:
+            batcher = MicroBatcher(run, pool, max_batch=8, max_wait_s=0.0)
+            await batcher.start()
+            with pytest.raises(ValueError, match="model failed"):
+                await batcher.submit(np.ones((3, 2, 2), np.float32))
+            ok = await batcher.submit(np.ones((3, 2, 2), np.float32))
+            await batcher.stop()
+            return ok
+
+    assert asyncio.run(scenario()).vector.shape == (2,)
+
+
+@pytest.mark.parametrize("batching,expected", [(True, (2, 2, 2, 1)), (False, (2, 2, 1, 1))])
+def test_thread_plan_does_not_oversubscribe(batching: bool, expected: tuple) -> None:
+    plan = plan_threads(micro_batching=batching, cores=2)
+    assert (plan.cores, plan.workers, plan.onnx, plan.faiss) == expected
+    eight = plan_threads(micro_batching=False, cores=8, workers=4)
+    assert eight.workers * eight.onnx <= 8 and eight.workers * eight.faiss <= 8
