@@ -92,3 +92,26 @@ def test_killed_build_leaves_a_whole_gallery_and_resumes(tmp_path: Path, tiny_mo
     assert len({item.content_hash for item in hits}) == N_IMAGES
     for item in hits:
         assert (item.pid, item.camid) == tuple(parse_reid_name(item.path))
+
+
+def test_ctrl_c_stops_cleanly_and_a_rerun_finishes(tmp_path: Path, tiny_model: Path) -> None:
+    files = write_source(tmp_path / "src")
+    gallery = tmp_path / "g"
+    proc = subprocess.Popen(build_command(tiny_model, gallery, tmp_path / "src"),
+                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    deadline = time.monotonic() + 60
+    while committed_rows(gallery) < 8 and proc.poll() is None and time.monotonic() < deadline:
+        time.sleep(0.002)
+    proc.send_signal(signal.SIGINT)
+    _, err = proc.communicate(timeout=60)
+    if proc.returncode == 0:
+        pytest.skip("the build finished before the interrupt landed")
+    assert proc.returncode == 130 and err.strip().splitlines()[-1] == "reid-index: interrupted", err
+    assert "Traceback" not in err
+    with Gallery.open(gallery) as g:
+        assert 0 < len(g) == committed_rows(gallery) < N_IMAGES
+    done = subprocess.run(build_command(tiny_model, gallery, tmp_path / "src"), capture_output=True, text=True,
+                          timeout=120)
+    assert done.returncode == 0, done.stderr
+    with Gallery.open(gallery) as g:
+        assert sorted(Path(item.path) for item in g.items(range(1, 10 * N_IMAGES))) == files
