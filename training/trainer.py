@@ -90,10 +90,11 @@ class TrainConfig:
             raise ReIDError(f"--backbone must be one of {BACKBONES}, got {self.backbone!r}")
         if self.eval_embedding not in EMBEDDING_KINDS:
             raise ReIDError(f"--eval-embedding must be one of {EMBEDDING_KINDS}, got {self.eval_embedding!r}")
-        positive = ("epochs", "p", "k", "target_batch", "eval_batch_size", "log_every")
-        for name in positive:
+        positive = {"epochs": "--epochs", "p": "--ids-per-batch", "k": "--images-per-id",
+                    "target_batch": "--target-batch", "eval_batch_size": "--eval-batch-size", "log_every": "--log-every"}
+        for name, flag in positive.items():
             if getattr(self, name) < 1:
-                raise ReIDError(f"--{name.replace('_', '-')} must be >= 1, got {getattr(self, name)}")
+                raise ReIDError(f"{flag} must be >= 1, got {getattr(self, name)}")
         if self.lr <= 0 or self.margin < 0 or self.theta < 0 or self.weight_decay < 0:
             raise ReIDError("--lr must be > 0 and --margin, --theta, --weight-decay >= 0")
         if self.workers < 0 or self.eval_every < 0:
@@ -257,6 +258,7 @@ def _train(config: TrainConfig, runtime: distributed.Runtime, resume: bool) -> T
         raise ReIDError(f"{out} already holds a run ({LAST}); pass --resume to continue it or choose another --out")
     log.info("training on %s (%d process%s)", runtime.device, runtime.world_size, "es" * runtime.distributed)
     data = build_data(config, runtime)
+    torch.manual_seed(config.seed)  # the initial weights (DDP then copies rank 0's to every rank)
     model = ReIDModel(config.model_config(data.num_classes))
     optimizer = torch.optim.Adam(model.parameters(), lr=config.lr, weight_decay=config.weight_decay)
     scaler = torch.amp.GradScaler("cuda", enabled=runtime.device.type == "cuda")  # mixed precision on CUDA

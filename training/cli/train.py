@@ -57,8 +57,11 @@ def build_parser() -> argparse.ArgumentParser:
     recipe.add_argument("--margin", type=float, default=d.margin, help="triplet margin (default: %(default)s)")
     recipe.add_argument("--theta", type=float, default=d.theta, help="weight of L_D (default: %(default)s)")
     recipe.add_argument("--label-smoothing", type=float, default=d.label_smoothing, help="default: %(default)s")
-    recipe.add_argument("--p", type=int, default=d.p, help="source identities per batch (default: %(default)s)")
-    recipe.add_argument("--k", type=int, default=d.k, help="images per source identity (default: %(default)s)")
+    # not --p/--k: torchrun's own parser would read "--p" as an abbreviation of its options
+    recipe.add_argument("--ids-per-batch", dest="p", metavar="P", type=int, default=d.p,
+                        help="P: source identities per batch (default: %(default)s)")
+    recipe.add_argument("--images-per-id", dest="k", metavar="K", type=int, default=d.k,
+                        help="K: images per source identity (default: %(default)s)")
     recipe.add_argument("--target-batch", type=int, default=d.target_batch,
                         help="target images per batch, each with all its camera-style images (default: %(default)s)")
     recipe.add_argument("--max-steps-per-epoch", type=int, default=None,
@@ -95,10 +98,11 @@ def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
 
     def body() -> int:
-        logging.basicConfig(level=logging.INFO, format=f"{PROG}: %(message)s")
+        main_process = os.environ.get("RANK", "0") == "0"  # under torchrun only rank 0 reports
+        logging.basicConfig(level=logging.INFO if main_process else logging.WARNING, format=f"{PROG}: %(message)s")
         config = config_from_args(args)
         result = train(config, resume=args.resume)
-        if os.environ.get("RANK", "0") != "0":  # under torchrun only the main process reports
+        if not main_process:
             return 0
         print(f"wrote {result.last} after {result.epochs} epochs")
         if result.best is not None:
@@ -106,3 +110,7 @@ def main(argv: list[str] | None = None) -> int:
         return 0
 
     return run_cli(PROG, body)
+
+
+if __name__ == "__main__":  # for torchrun: python -m torch.distributed.run ... -m training.cli.train
+    raise SystemExit(main())
