@@ -9,10 +9,14 @@ import argparse
 import logging
 import os
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from pydantic import ValidationError
 
 from training.errors import ReIDError, run_cli
+
+if TYPE_CHECKING:
+    from server.settings import Settings
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -46,8 +50,9 @@ def build_parser() -> argparse.ArgumentParser:
     return p
 
 
-def settings_from_args(args: argparse.Namespace):  # -> Settings (imported lazily: fast --help)
-    from server.settings import Settings
+def settings_from_args(args: argparse.Namespace) -> Settings:
+    """Settings from flags (given ones only) over REID_* variables; one-line error if invalid."""
+    from server.settings import Settings  # lazily: --help stays fast
 
     given = {k: v for k, v in vars(args).items() if v is not None}
     try:
@@ -58,7 +63,7 @@ def settings_from_args(args: argparse.Namespace):  # -> Settings (imported lazil
         raise ReIDError(f"bad settings ({problems}); flags and REID_* variables are listed in --help") from None
 
 
-def preflight(settings) -> None:
+def preflight(settings: Settings) -> None:
     """Refuse at once, in one line, what would make the app fail to start."""
     from export.runtime import Embedder
     from index.manifest import manifest_path, read_manifest

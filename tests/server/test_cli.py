@@ -1,0 +1,69 @@
+"""reid-serve's command line: settings from flags and REID_* variables, one-line errors, and
+serving modules that never import torch."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from onnx_models import write_tiny_model
+from server.cli import build_parser, main, settings_from_args
+
+
+def test_flags_override_environment(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("REID_MAX_K", "7")
+    monkeypatch.setenv("REID_PORT", "9000")
+    monkeypatch.setenv("REID_API_KEY", "from-env")
+    args = build_parser().parse_args(["--model", "m.onnx", "--gallery", "g", "--port", "8123",
+                                      "--no-micro-batching", "--image-root", "/a", "--image-root", "/b"])
+    s = settings_from_args(args)
+    assert (s.port, s.max_k, s.micro_batching) == (8123, 7, False)
+    assert s.api_key is not None and s.api_key.get_secret_value() == "from-env"
+    assert s.image_roots == (Path("/a"), Path("/b"))
+    assert "from-env" not in repr(s)  # the key never shows in logs
+
+
+@pytest.mark.parametrize("argv,message", [
+    (["--gallery", "g"], "model"),
+    (["--model", "m.onnx", "--gallery", "g", "--port", "99999"], "port"),
+    (["--model", "m.onnx", "--gallery", "g", "--max-batch", "0"], "max_batch"),
+])
+def test_bad_settings_are_one_line(argv: list[str], message: str, capsys, monkeypatch) -> None:
+    monkeypatch.delenv("REID_MODEL", raising=False)
+    assert main(argv) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("reid-serve: error: bad settings") and message in err and len(err.splitlines()) == 1
+
+
+def test_missing_model_gallery_or_mismatch_are_one_line(tmp_path: Path, capsys) -> None:
+    model = write_tiny_model(tmp_path / "m.onnx", seed=1)
+    other = write_tiny_model(tmp_path / "other.onnx", seed=2)
+    assert main(["--model", str(tmp_path / "nope.onnx"), "--gallery", str(tmp_path / "g")]) == 2
+    assert "model file not found" in capsys.readouterr().err
+    assert main(["--model", str(model), "--gallery", str(tmp_path / "g")]) == 2
+    assert "--create" in capsys.readouterr().err
+
+    from export.runtime import Embedder
+    from index.gallery import Gallery
+
+    e = Embedder(model)
+    Gallery.create(tmp_path / "g", dim=e.embedding_dim, fingerprint=e.fingerprint).close()
+    assert main(["--model", str(other), "--gallery", str(tmp_path / "g")]) == 2
+    err = capsys.readouterr().err
+    assert "rebuild the gallery" in err and len(err.splitlines()) == 1
+
+
+def test_serving_and_client_modules_do_not_import_torch() -> None:
+    code = ("import sys, server.app, server.cli, clients.cli, clients.client; "
+            "leaked = sorted(m for m in sys.modules if m.split('.')[0] == 'torch'); "
+            "print(leaked); raise SystemExit(1 if leaked else 0)")
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
+    assert done.returncode == 0, done.stdout + done.stderr
+    code = ("import sys, clients.cli, clients.client; "
+            "bad = sorted({m.split('.')[0] for m in sys.modules} & {'index', 'export', 'training', 'server'}); "
+            "print(bad); raise SystemExit(1 if bad else 0)")
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
+    assert done.returncode == 0, "clients must speak HTTP only: " + done.stdout
