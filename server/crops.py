@@ -23,11 +23,11 @@ from training.fileio import atomic_write_bytes
 
 CROPS_DIR = "crops"
 
-#: Image formats the decoder accepts, by their leading bytes -> (file extension, media type).
-_SIGNATURES: tuple[tuple[bytes, str, str], ...] = (
-    (b"\xff\xd8\xff", "jpg", "image/jpeg"),
-    (b"\x89PNG\r\n\x1a\n", "png", "image/png"),
-    (b"BM", "bmp", "image/bmp"),
+#: Leading bytes of the formats the decoder accepts -> file extension (WEBP is checked apart).
+_SIGNATURES: tuple[tuple[bytes, str], ...] = (
+    (b"\xff\xd8\xff", "jpg"),
+    (b"\x89PNG\r\n\x1a\n", "png"),
+    (b"BM", "bmp"),
 )
 MEDIA_TYPES = {"jpg": "image/jpeg", "jpeg": "image/jpeg", "png": "image/png", "bmp": "image/bmp",
                "webp": "image/webp"}
@@ -38,7 +38,7 @@ def sniff_extension(data: bytes) -> str:
     """File extension for an already-decoded upload, from its leading bytes."""
     if data[:4] == b"RIFF" and data[8:12] == b"WEBP":
         return "webp"
-    for magic, ext, _ in _SIGNATURES:
+    for magic, ext in _SIGNATURES:
         if data.startswith(magic):
             return ext
     raise ValueError("not a JPEG, PNG, BMP or WEBP file")
