@@ -9,7 +9,8 @@ one process:
   over the stacked arrays, batch 64: the ceiling bulk indexing can reach;
 * bulk: ``index.bulk.index_images`` into a new gallery (read, sha256, already-indexed check,
   decode + resize in worker threads, embed, one durable SQLite transaction per batch, FAISS
-  add, final snapshot) for 1 and 2 decode threads;
+  add, final snapshot), for both decode schedules (burst: between inference calls; overlap:
+  during them) with 1 and 2 decode threads;
 * decode only: decode + resize of every crop on one thread, to show how far it is from
   being the bottleneck.
 
@@ -33,6 +34,8 @@ import numpy as np
 
 RESULTS = Path(__file__).resolve().parent / "results" / "bulk_index.md"
 BATCH = 64
+# (decode schedule, decode threads): burst with every core is the CPU default
+VARIANTS = (("burst", 2), ("burst", 1), ("overlap", 1), ("overlap", 2))
 
 
 def make_model(folder: Path, threads: int) -> Path:
@@ -69,7 +72,7 @@ def time_raw(embedder, pixels: np.ndarray) -> float:
     return pixels.shape[0] / (time.perf_counter() - start)
 
 
-def time_bulk(embedder, paths: list[Path], folder: Path, workers: int) -> tuple[float, int]:
+def time_bulk(embedder, paths: list[Path], folder: Path, workers: int, decode: str) -> tuple[float, int]:
     from index.bulk import index_images
     from index.gallery import Gallery
     from index.sources import SourceImage
@@ -77,7 +80,8 @@ def time_bulk(embedder, paths: list[Path], folder: Path, workers: int) -> tuple[
     images = [SourceImage(p, None, None, None) for p in paths]
     start = time.perf_counter()
     with Gallery.create(folder, embedder.embedding_dim, embedder.fingerprint) as gallery:
-        report = index_images(gallery, embedder, images, batch_size=BATCH, workers=workers, progress=False)
+        report = index_images(gallery, embedder, images, batch_size=BATCH, workers=workers, decode=decode,
+                              progress=False)
     seconds = time.perf_counter() - start  # includes the snapshot written on close
     return report.added / seconds, report.added
 
@@ -89,7 +93,6 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
 
     from export.runtime import Embedder, default_intra_op_threads
-    from index.bulk import default_decode_workers
 
     cores = default_intra_op_threads()
     with tempfile.TemporaryDirectory(prefix="bulk-bench-") as tmp:
@@ -109,14 +112,13 @@ def main(argv: list[str] | None = None) -> int:
         raw_before = time_raw(embedder, pixels)
         print(f"raw {raw_before:.1f} img/s", flush=True)
         bulk = {}
-        for workers in (1, 2):
-            bulk[workers] = time_bulk(embedder, paths, work / f"g{workers}", workers)
-            print(f"bulk workers={workers}: {bulk[workers][0]:.1f} img/s", flush=True)
+        for decode, workers in VARIANTS:
+            bulk[decode, workers] = time_bulk(embedder, paths, work / f"g-{decode}-{workers}", workers, decode)
+            print(f"bulk {decode} workers={workers}: {bulk[decode, workers][0]:.1f} img/s", flush=True)
         raw_after = time_raw(embedder, pixels)
         print(f"raw {raw_after:.1f} img/s", flush=True)
 
     raw = (raw_before + raw_after) / 2
-    default_workers = default_decode_workers(cores)
     lines = [
         "# Bulk indexing throughput vs raw embedding",
         "",
@@ -132,9 +134,9 @@ def main(argv: list[str] | None = None) -> int:
         f"| raw `embed_arrays` (before bulk) | {raw_before:.1f} | |",
         f"| raw `embed_arrays` (after bulk) | {raw_after:.1f} | |",
     ]
-    for workers, (rate, added) in bulk.items():
-        mark = " (default)" if workers == default_workers else ""
-        lines.append(f"| bulk `index_images`, {workers} decode thread(s){mark}, {added} added | "
+    for (decode, workers), (rate, added) in bulk.items():
+        mark = " (CPU default)" if (decode, workers) == ("burst", cores) else ""
+        lines.append(f"| bulk `index_images`, decode={decode}, {workers} thread(s){mark}, {added} added | "
                      f"{rate:.1f} | {rate / raw:.2f} |")
     lines += [
         f"| decode + resize only, 1 thread | {decode_rate:.0f} | {decode_rate / raw:.0f}x |",

@@ -5,10 +5,16 @@ The pipeline, for an iterable of :class:`~index.sources.SourceImage`::
     worker threads:  read bytes -> sha256 -> already in the gallery? stop : decode + resize
     main thread:     collect `batch_size` decoded crops -> Embedder.embed_arrays -> Gallery.add
 
-Decoding runs in a small thread pool (PIL's decoders and resizers, hashlib and file reads all
-release the GIL, so threads overlap with each other and with ONNX Runtime, which releases it
-too) while the main thread keeps ONNX Runtime busy. At most ``window`` crops are in flight,
-so memory is flat however large the source.
+Decoding runs in a thread pool (PIL's decoders and resizers, hashlib and file reads all release
+the GIL, as does ONNX Runtime), one batch of crops at a time, so memory is flat however large
+the source. Two schedules (``decode=``):
+
+* ``"burst"`` (default when ONNX Runtime runs on the CPU): the next batch is decoded by every
+  core *between* two inference calls. On a CPU box ONNX Runtime already uses every core, and a
+  decode thread running beside it makes one of its threads a straggler that the whole parallel
+  op waits for; measured on 2 cores that cost 25-35 % of the throughput, while decoding in
+  bursts costs only its own small share (benchmarks/results/bulk_index.md).
+* ``"overlap"`` (default on a GPU): the next batch decodes while the current one is embedded.
 
 Resume: every add is one durable transaction (:meth:`index.gallery.Gallery.add`), and a
 file whose content hash is already stored is skipped, so a build that was interrupted
@@ -19,11 +25,11 @@ stop a build: they are counted and written to a JSON-lines report, one object pe
 from __future__ import annotations
 
 import hashlib
+import itertools
 import json
 import logging
 import os
 import time
-from collections import deque
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
@@ -34,7 +40,7 @@ import numpy as np
 from tqdm import tqdm
 
 from export.imageio import ImageDecodeError
-from export.runtime import Embedder, default_intra_op_threads
+from export.runtime import CPU, Embedder, default_intra_op_threads
 from index.gallery import DEFAULT_CHECKPOINT_EVERY, Gallery
 from index.manifest import IndexSpec, manifest_path
 from index.records import ItemRecord
@@ -49,15 +55,23 @@ T = TypeVar("T")
 R = TypeVar("R")
 
 
-def default_decode_workers(cores: int | None = None) -> int:
-    """Decode threads for ``cores`` usable cores (default: this process's).
+DECODE_MODES = ("auto", "burst", "overlap")
 
-    Decoding a person crop costs well under a millisecond while embedding it costs several,
-    so ONNX Runtime keeps every core (its intra-op threads) and decoding gets one thread per
-    four cores, at least one: enough to stay ahead of the model without taking cores from it.
-    """
+
+def resolve_decode_mode(embedder: Embedder, mode: str = "auto") -> str:
+    """``"auto"`` -> ``"burst"`` when ONNX Runtime runs on the CPU, ``"overlap"`` otherwise."""
+    if mode not in DECODE_MODES:
+        raise ReIDError(f"unknown decode mode {mode!r}; expected one of {', '.join(DECODE_MODES)}")
+    if mode != "auto":
+        return mode
+    return "burst" if embedder.providers[0] == CPU else "overlap"
+
+
+def default_decode_workers(mode: str, cores: int | None = None) -> int:
+    """Decode threads for a schedule: every core in bursts (nothing else runs meanwhile);
+    one per four cores, at least one, when decoding overlaps inference on a GPU."""
     cores = cores or default_intra_op_threads()
-    return max(1, cores // 4)
+    return cores if mode == "burst" else max(1, cores // 4)
 
 
 @dataclass
@@ -159,6 +173,7 @@ def index_images(
     *,
     batch_size: int = 64,
     workers: int | None = None,
+    decode: str = "auto",
     report_path: Path | None = None,
     progress: bool = True,
     total: int | None = None,
@@ -168,8 +183,9 @@ def index_images(
 
     Unreadable or undecodable files (and :class:`SkippedFile` entries of the source) are
     counted, never raised; their list goes to ``report_path`` (JSON lines) when given. The
-    caller owns the gallery and the embedder. Memory stays bounded by
-    ``batch_size + 4 * workers`` decoded crops. Raises ReIDError for bad arguments and lets
+    caller owns the gallery and the embedder. ``decode`` picks the schedule (module
+    docstring); ``workers`` defaults to :func:`default_decode_workers` for it. Memory stays
+    bounded by two batches of decoded crops. Raises ReIDError for bad arguments and lets
     KeyboardInterrupt through after the batches already added are safely stored.
     """
     for name, value in (("batch size", batch_size), ("workers", workers or 1)):
@@ -178,7 +194,8 @@ def index_images(
     if gallery.dim != embedder.embedding_dim or gallery.fingerprint != embedder.fingerprint:
         raise ReIDError(f"gallery {gallery.path} was built with model {gallery.fingerprint}, not "
                         f"{embedder.fingerprint} ({embedder.model_path})")
-    workers = workers or default_decode_workers()
+    mode = resolve_decode_mode(embedder, decode)
+    workers = workers or default_decode_workers(mode)
     report = BuildReport(report_path=report_path)
     failures = FailureLog(report_path)
     pending: list[_Prepared] = []
@@ -193,7 +210,7 @@ def index_images(
     prepare = _make_preparer(gallery, embedder)
     try:
         with ThreadPoolExecutor(max_workers=workers, thread_name_prefix="decode") as pool:
-            for item in _bounded_map(pool, prepare, images, window=batch_size + 4 * workers):
+            for item in _batched_map(pool, prepare, images, batch_size, prefetch=mode == "overlap"):
                 report.seen += 1
                 bar.update(1)
                 if item.skipped is not None:
@@ -228,13 +245,14 @@ def index_files(
     timestamp: float | None = None,
     batch_size: int = 64,
     workers: int | None = None,
+    decode: str = "auto",
     progress: bool = False,
 ) -> BuildReport:
     """Index these crop files with the same labels for all (None = unknown); the entry point
     for a server or script holding an open gallery and embedder. Content already in the
     gallery is skipped; bad files come back in ``report.failures``."""
     images = [SourceImage(Path(p), pid, camid, timestamp) for p in paths]
-    return index_images(gallery, embedder, images, batch_size=batch_size, workers=workers,
+    return index_images(gallery, embedder, images, batch_size=batch_size, workers=workers, decode=decode,
                         progress=progress, total=len(images))
 
 
@@ -286,35 +304,46 @@ def _add_batch(gallery: Gallery, embedder: Embedder, batch: list[_Prepared], rep
     return len(todo)
 
 
-def _bounded_map(pool: ThreadPoolExecutor, fn: Callable[[T], R], items: Iterable[T], window: int) -> Iterator[R]:
-    """``pool.map(fn, items)`` in order, but with at most ``window`` items submitted ahead, so
-    a long (or endless) iterable never fills memory. Unstarted work is cancelled on exit."""
-    queue: deque[Future[R]] = deque()
+def _batched_map(pool: ThreadPoolExecutor, fn: Callable[[T], R], items: Iterable[T], chunk: int, *,
+                 prefetch: bool) -> Iterator[R]:
+    """``pool.map(fn, items)`` in order, submitted ``chunk`` items at a time so a long iterable
+    never fills memory. With ``prefetch`` the next chunk is submitted before the current one's
+    results are handed out (it runs while the caller works); without, only once the caller
+    asks for the result after the current chunk's last one (it runs while the caller waits).
+    Unstarted work is cancelled on exit."""
+    iterator = iter(items)
+
+    def submit() -> list[Future[R]]:
+        return [pool.submit(fn, item) for item in itertools.islice(iterator, chunk)]
+
+    current: list[Future[R]] = submit()
+    upcoming: list[Future[R]] = []
     try:
-        for item in items:
-            queue.append(pool.submit(fn, item))
-            if len(queue) >= window:
-                yield queue.popleft().result()
-        while queue:
-            yield queue.popleft().result()
+        while current:
+            upcoming = submit() if prefetch else []
+            for future in current:
+                yield future.result()
+            current = upcoming if prefetch else submit()
     finally:
-        for future in queue:
+        for future in [*current, *upcoming]:
             future.cancel()
 
 
 def embed_files(embedder: Embedder, paths: Sequence[str | os.PathLike[str]], *, workers: int | None = None,
-                progress: bool = False) -> np.ndarray:
+                decode: str = "auto", progress: bool = False) -> np.ndarray:
     """Embed crop files, decoding in ``workers`` threads: -> (N, D) float32 in input order.
 
     Unlike :func:`index_images` a bad file is an error here (queries must all be usable):
     raises :class:`export.imageio.ImageDecodeError` naming it.
     """
-    workers = workers or default_decode_workers()
+    mode = resolve_decode_mode(embedder, decode)
+    workers = workers or default_decode_workers(mode)
     chunks: list[np.ndarray] = []
     batch: list[np.ndarray] = []
     with ThreadPoolExecutor(max_workers=workers, thread_name_prefix="decode") as pool, \
             tqdm(total=len(paths), desc="embed", unit="img", disable=not progress) as bar:
-        for pixels in _bounded_map(pool, embedder.preprocess, paths, window=embedder.batch_size + 4 * workers):
+        for pixels in _batched_map(pool, embedder.preprocess, paths, embedder.batch_size,
+                                   prefetch=mode == "overlap"):
             batch.append(pixels)
             bar.update(1)
             if len(batch) == embedder.batch_size:

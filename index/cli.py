@@ -21,7 +21,7 @@ from typing import NoReturn
 import numpy as np
 
 from export.runtime import Embedder, default_intra_op_threads
-from index.bulk import REPORT_NAME, embed_files, index_images, open_or_create
+from index.bulk import DECODE_MODES, REPORT_NAME, embed_files, index_images, open_or_create
 from index.evaluation import evaluate_gallery
 from index.faiss_index import INDEX_TYPES
 from index.gallery import DEFAULT_CHECKPOINT_EVERY, Gallery
@@ -67,7 +67,11 @@ def _model_args(parser: argparse.ArgumentParser) -> None:
                              "the CPU with a warning (default: %(default)s)")
     parser.add_argument("--batch-size", type=_positive, default=64, help="images per ONNX Runtime call (default: %(default)s)")
     parser.add_argument("--workers", type=_positive, default=None,
-                        help="decode threads (default: one per 4 cores, at least 1)")
+                        help="decode threads (default: every core for burst, a quarter of them for overlap)")
+    parser.add_argument("--decode", choices=DECODE_MODES, default="auto",
+                        help="burst: decode each batch between inference calls (best when ONNX Runtime "
+                             "has the CPU); overlap: decode while the previous batch is embedded (GPU); "
+                             "auto picks by provider (default: %(default)s)")
     parser.add_argument("--threads", type=_positive, default=None,
                         help="ONNX Runtime intra-op threads (default: every usable core)")
     parser.add_argument("--quiet", action="store_true", help="no progress bar")
@@ -170,7 +174,8 @@ def _build(args: argparse.Namespace) -> int:
                         checkpoint_every=args.checkpoint_every) as gallery:
         report = index_images(
             gallery, embedder, iter_sources(folders, keep_junk=args.keep_junk, timestamp=args.timestamp),
-            batch_size=args.batch_size, workers=args.workers, report_path=gallery.path / REPORT_NAME,
+            batch_size=args.batch_size, workers=args.workers, decode=args.decode,
+            report_path=gallery.path / REPORT_NAME,
             progress=not args.quiet, total=sum(f.count for f in folders),
         )
         print(report.summary())
@@ -196,7 +201,7 @@ def _add(args: argparse.Namespace) -> int:
     with Gallery.open(args.gallery, expected_dim=embedder.embedding_dim,
                       expected_fingerprint=embedder.fingerprint, device=_faiss_device(args)) as gallery:
         report = index_images(gallery, embedder, images, batch_size=args.batch_size, workers=args.workers,
-                              progress=not args.quiet, total=len(images))
+                              decode=args.decode, progress=not args.quiet, total=len(images))
     for skipped in report.failures:
         print(f"{PROG}: skipped {skipped.message}", file=sys.stderr)
     print(report.summary())
@@ -271,8 +276,9 @@ def _eval(args: argparse.Namespace) -> int:
         with open_or_create(folder, embedder, _spec(args), device=_faiss_device(args), checkpoint_every=None) as gallery:
             images = [SourceImage(s.path, s.pid, s.camid, _frame(s.path)) for s in data.gallery]
             index_images(gallery, embedder, images, batch_size=args.batch_size, workers=args.workers,
-                         progress=not args.quiet, total=len(images))
-            qf = embed_files(embedder, [s.path for s in data.query], workers=args.workers, progress=not args.quiet)
+                         decode=args.decode, progress=not args.quiet, total=len(images))
+            qf = embed_files(embedder, [s.path for s in data.query], workers=args.workers, decode=args.decode,
+                             progress=not args.quiet)
             result = evaluate_gallery(gallery, qf, np.array([s.pid for s in data.query]),
                                       np.array([s.camid for s in data.query]), progress=not args.quiet)
             n_gallery, index_type = len(gallery), gallery.spec.index_type
