@@ -261,3 +261,15 @@ def test_eval_equals_direct_features_and_evaluation(capsys, tmp_path, tiny_model
                        "--quiet")
     assert code == 0 and f"mAP {100 * expected.mAP:.1f}%" in out.splitlines()[1]
     assert len(stored_rows(tmp_path / "g")) == len(data.gallery)
+
+
+@pytest.mark.parametrize("decode", ["burst", "overlap"])
+def test_both_decode_schedules_store_the_same_vectors(tmp_path, tiny_model, decode) -> None:
+    paths = [write_png(tmp_path / f"{i:02d}.png", i, (12 + i, 7 + i)) for i in range(11)]
+    embedder = Embedder(tiny_model, batch_size=4)
+    with Gallery.create(tmp_path / "g", embedder.embedding_dim, embedder.fingerprint) as gallery:
+        report = index_files(gallery, embedder, paths, batch_size=4, workers=3, decode=decode)
+        assert report.added == 11
+        hits = gallery.nearest(embedder.embed(paths), k=1)
+    np.testing.assert_array_equal(hits.I[:, 0], np.arange(1, 12))  # each file finds itself, in order
+    np.testing.assert_allclose(hits.D[:, 0], 0, atol=1e-3)
