@@ -142,7 +142,10 @@ def run(args: argparse.Namespace) -> int:
         export_s = time.perf_counter() - started
         print(export.text(), flush=True)
         quant = quantize_model(work / "model.onnx", work / "model.int8.onnx", crops_dir,
-                               QuantizeOptions(calibration_images=128, validation_images=64), threads=threads)
+                               # The benchmark reports the cosine instead of refusing below 0.99, so a random
+                               # model's int8 numbers are still measured (and labelled as such).
+                               QuantizeOptions(calibration_images=128, validation_images=64, min_cosine=0.5),
+                               threads=threads)
         print(quant.text(), flush=True)
 
         graph = ExportGraph(ckpt.build_model(), "global").eval()
@@ -227,7 +230,7 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--threads", type=int, default=min(2, len(os.sched_getaffinity(0))),
                         help="threads for every engine (default: %(default)s)")
-    parser.add_argument("--seconds", type=float, default=8.0, help="time budget per cell (default: %(default)s)")
+    parser.add_argument("--seconds", type=float, default=6.0, help="time budget per cell (default: %(default)s)")
     parser.add_argument("--checkpoint", default=None, help="a reid-train checkpoint (ResNet-50 256x128) to use")
     parser.add_argument("--no-write", action="store_true", help=f"print only, do not write {RESULTS.name}")
     args = parser.parse_args(argv)

@@ -44,6 +44,7 @@ from export.checks import (
 )
 from export.contract import EMBEDDING_KINDS, ModelContract
 from export.parity import compare
+from export.quantize import PRECISION_KEY
 from training.checkpoint import Checkpoint, load_checkpoint
 from training.errors import ReIDError
 from training.fileio import atomic_path
@@ -53,10 +54,6 @@ from training.model import ReIDModel, embedding_dim, search_embedding
 DEFAULT_OPSET = 18
 OUTPUT_NAMES = ("global_feat", "local_feat", "embedding")
 INPUT_NAME = "images"
-#: Extra metadata (outside the contract, ignored by the runtime): what numbers the graph
-#: computes in, and for an int8 file the fingerprint of the fp32 weights it came from.
-PRECISION_KEY = "reid.precision"
-SOURCE_FINGERPRINT_KEY = "reid.source_fingerprint"
 
 
 class ExportGraph(nn.Module):

@@ -52,6 +52,8 @@ from training.errors import ReIDError
 from training.fileio import atomic_path
 
 PRECISION = "int8-qdq"
+#: Extra metadata (outside the contract, ignored by the runtime): what numbers the graph
+#: computes in (``float32`` or ``int8-qdq``), and for an int8 file the fp32 fingerprint.
 PRECISION_KEY = "reid.precision"
 SOURCE_FINGERPRINT_KEY = "reid.source_fingerprint"
 IMAGE_SUFFIXES = frozenset({".jpg", ".jpeg", ".png", ".bmp", ".webp"})
