@@ -86,10 +86,26 @@ def save_checkpoint(path: str | os.PathLike[str], checkpoint: Checkpoint) -> Non
         "optimizer_state": checkpoint.optimizer_state,
         "extra": checkpoint.extra,
     }
+    write_torch_payload(path, payload)
+
+
+def write_torch_payload(path: str | os.PathLike[str], payload: dict[str, Any]) -> None:
+    """``torch.save`` a dict of tensors and plain containers atomically; ReIDError on failure."""
     try:
         atomic_write_with(path, lambda fh: torch.save(payload, fh))
     except OSError as exc:
         raise ReIDError(f"could not write checkpoint {path}: {exc.strerror or exc}; the previous file is unchanged") from exc
+
+
+def read_torch_payload(file: Path) -> Any:
+    """``torch.load(weights_only=True)`` onto the CPU; ReIDError naming ``file`` when it is not
+    a readable torch file (truncated, a text file, arbitrary bytes)."""
+    try:
+        return torch.load(file, map_location="cpu", weights_only=True)
+    # Arbitrary bytes reach the unpickler as random opcodes: KeyError / IndexError come from there.
+    except (RuntimeError, pickle.UnpicklingError, zipfile.BadZipFile, EOFError, ValueError, KeyError, IndexError) as exc:
+        first = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
+        raise ReIDError(f"{file} is not a readable checkpoint (truncated or not a torch file): {first}") from exc
 
 
 def load_checkpoint(path: str | os.PathLike[str]) -> Checkpoint:
@@ -101,11 +117,7 @@ def load_checkpoint(path: str | os.PathLike[str]) -> Checkpoint:
     file = Path(path)
     if not file.is_file():
         raise ReIDError(f"checkpoint {file} does not exist (expected a .pt file written by reid-train)")
-    try:
-        payload = torch.load(file, map_location="cpu", weights_only=True)
-    except (RuntimeError, pickle.UnpicklingError, zipfile.BadZipFile, EOFError, ValueError) as exc:
-        first = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
-        raise ReIDError(f"{file} is not a readable checkpoint (truncated or not a torch file): {first}") from exc
+    payload = read_torch_payload(file)
     if not isinstance(payload, dict) or payload.get("format") != CHECKPOINT_FORMAT:
         raise ReIDError(f"{file} is a torch file but not a reid-train checkpoint (no '{CHECKPOINT_FORMAT}' format tag)")
     version = payload.get("version")

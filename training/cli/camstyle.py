@@ -105,6 +105,8 @@ def build_parser() -> argparse.ArgumentParser:
     train.add_argument("--checkpoint-every", dest="checkpoint_every", type=int,
                        help=f"iterations between checkpoints (default: {recipe.checkpoint_every})")
     train.add_argument("--seed", type=int, help=f"random seed (default: {recipe.seed})")
+    train.add_argument("--max-minutes", dest="max_minutes", type=float, default=None,
+                       help="stop (with a checkpoint) after this much wall time; --resume carries on (default: no limit)")
 
     generate = commands.add_parser(
         "generate", help="translate every training image to every camera", description=(
@@ -155,10 +157,13 @@ def _train(args: argparse.Namespace) -> int:
     config = TrainConfig(**_resolve(args, _TRAIN_OPTIONS, stored_recipe, asdict(TrainConfig())))
     model_config.validate()
     config.validate()
+    if args.max_minutes is not None and args.max_minutes <= 0:
+        raise ReIDError(f"--max-minutes must be > 0, got {args.max_minutes}")
     print(f"{len(samples)} training images from {folder}, {num_cameras} cameras -> {num_cameras} StarGAN domains")
     summary = train_stargan(
         samples, model_config, config, args.out,
         device=_device(args.device), resume=args.resume,
+        max_seconds=None if args.max_minutes is None else 60.0 * args.max_minutes,
         data_info={"source": str(folder.resolve()), "images": len(samples), "cameras": num_cameras},
     )
     done = summary.iteration - summary.start_iteration

@@ -8,17 +8,14 @@ tag tells a StarGAN file from a reid-train checkpoint, so each command refuses t
 from __future__ import annotations
 
 import os
-import pickle
-import zipfile
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import torch
 from torch import Tensor
 
+from training.checkpoint import read_torch_payload, write_torch_payload
 from training.errors import ReIDError
-from training.fileio import atomic_write_with
 from training.stargan.model import Generator, StarGANConfig
 
 STARGAN_FORMAT = "reid-stargan"
@@ -78,10 +75,7 @@ def save_stargan(path: str | os.PathLike[str], checkpoint: StarGANCheckpoint) ->
         "metrics": checkpoint.metrics,
         "data": checkpoint.data,
     }
-    try:
-        atomic_write_with(path, lambda fh: torch.save(payload, fh))
-    except OSError as exc:
-        raise ReIDError(f"could not write {path}: {exc.strerror or exc}; the previous file is unchanged") from exc
+    write_torch_payload(path, payload)
 
 
 def load_stargan(path: str | os.PathLike[str]) -> StarGANCheckpoint:
@@ -94,11 +88,7 @@ def load_stargan(path: str | os.PathLike[str]) -> StarGANCheckpoint:
     if not file.is_file():
         what = "is a folder, not a file" if file.is_dir() else "does not exist"
         raise ReIDError(f"StarGAN checkpoint {file} {what} (expected RUN/{CHECKPOINT_NAME} written by reid-camstyle train)")
-    try:
-        payload = torch.load(file, map_location="cpu", weights_only=True)
-    except (RuntimeError, pickle.UnpicklingError, zipfile.BadZipFile, EOFError, ValueError, KeyError, IndexError) as exc:
-        first = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
-        raise ReIDError(f"{file} is not a readable checkpoint (truncated or not a torch file): {first}") from exc
+    payload = read_torch_payload(file)
     if not isinstance(payload, dict) or payload.get("format") != STARGAN_FORMAT:
         found = payload.get("format") if isinstance(payload, dict) else None
         hint = f" (it is a '{found}' file)" if found else ""

@@ -94,12 +94,16 @@ def train_stargan(
     *,
     device: torch.device,
     resume: bool = False,
+    max_seconds: float | None = None,
     data_info: dict[str, object] | None = None,
     progress: bool = True,
     log: Callable[[str], None] = print,
 ) -> TrainSummary:
     """Train (or, with ``resume``, continue) a StarGAN on ``samples``; checkpoint to
     ``run_dir/stargan.pt`` every ``checkpoint_every`` iterations and at the end.
+
+    ``max_seconds`` stops early (with a checkpoint) once that much wall time has passed; the
+    learning-rate schedule still spans ``config.iters``, so a later ``resume`` carries on.
 
     ReIDError when the cameras in the data do not match ``model_config.num_cameras``, when
     ``run_dir`` already holds a checkpoint and ``resume`` is off, or when resuming a run whose
@@ -207,8 +211,12 @@ def train_stargan(
             metrics.update(g_adv=g_adv.item(), g_cls=g_cls.item(), g_rec=g_rec.item())
             bar.set_postfix(d_cls=f"{metrics['d_cls']:.3f}", g_cls=f"{g_cls.item():.3f}", g_rec=f"{g_rec.item():.3f}")
 
-        if (iteration + 1) % config.checkpoint_every == 0 or iteration + 1 == config.iters:
+        out_of_time = max_seconds is not None and time.perf_counter() - began >= max_seconds
+        if (iteration + 1) % config.checkpoint_every == 0 or iteration + 1 == config.iters or out_of_time:
             checkpoint(iteration + 1, dict(metrics))
+        if out_of_time:
+            log(f"time budget of {max_seconds:.0f} s used up at iteration {iteration + 1} of {config.iters}")
+            break
     bar.close()
     seconds = time.perf_counter() - began
-    return TrainSummary(path, start, config.iters, seconds, dict(metrics))
+    return TrainSummary(path, start, iteration + 1, seconds, dict(metrics))
