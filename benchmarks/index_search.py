@@ -211,22 +211,12 @@ def fmt(value: float | None, spec: str) -> str:
     return "-" if value is None else format(value, spec)
 
 
-def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--sizes", type=int, nargs="+", default=[100_000, 1_000_000])
-    parser.add_argument("--threads", type=int, default=2, help="FAISS OpenMP threads (default: 2)")
-    parser.add_argument("--budget", type=float, default=540, help="seconds before remaining types are skipped")
-    parser.add_argument("--no-write", action="store_true")
-    args = parser.parse_args(argv)
-    faiss.omp_set_num_threads(args.threads)
-    deadline = time.monotonic() + args.budget
-    started = time.perf_counter()
-    rows = [row for n in args.sizes for row in run_size(n, deadline)]
+def render(rows: list[Row], threads: int, seconds: float) -> str:
     lines = [
         "# Gallery index types: search speed and recall",
         "",
-        f"Run: `python benchmarks/index_search.py` on {platform.machine()}, {args.threads} FAISS threads, "
-        f"faiss {faiss.__version__}, shared machine; {time.perf_counter() - started:.0f} s in all.",
+        f"Run: `python benchmarks/index_search.py` on {platform.machine()}, {threads} FAISS threads, "
+        f"faiss {faiss.__version__}, shared machine; {seconds:.0f} s in all.",
         f"Data: {DIM}-d float32, N/{PER_CLUSTER} cluster centres ~ N(0, 1), vectors = centre + N(0, {NOISE}²); "
         f"{N_QUERIES} queries drawn the same way; k = {K}. IVF: nlist {NLIST}, nprobe {NPROBE}, trained on "
         f"{TRAIN_SIZE} vectors (39 per list); IVF-PQ m {PQ_M}, 8 bits. FAISS fed directly "
@@ -247,11 +237,26 @@ def main(argv: list[str] | None = None) -> int:
         "Train and add times exclude generating the vectors.",
         "",
     ]
-    text = "\n".join(lines)
+    return "\n".join(lines)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--sizes", type=int, nargs="+", default=[100_000, 1_000_000])
+    parser.add_argument("--threads", type=int, default=2, help="FAISS OpenMP threads (default: 2)")
+    parser.add_argument("--budget", type=float, default=540, help="seconds before remaining types are skipped")
+    parser.add_argument("--no-write", action="store_true")
+    args = parser.parse_args(argv)
+    faiss.omp_set_num_threads(args.threads)
+    deadline = time.monotonic() + args.budget
+    started = time.perf_counter()
+    rows: list[Row] = []
+    for n in args.sizes:
+        rows += run_size(n, deadline)
+        text = render(rows, args.threads, time.perf_counter() - started)
+        if not args.no_write:  # after each size, so a run cut short keeps what it measured
+            RESULTS.write_text(text)
     print(text)
-    if not args.no_write:
-        RESULTS.write_text(text)
-        print(f"wrote {RESULTS}", file=sys.stderr)
     return 0
 
 
