@@ -105,6 +105,8 @@ def read_torch_payload(file: Path) -> Any:
     # Arbitrary bytes reach the unpickler as random opcodes: KeyError / IndexError come from there.
     except (RuntimeError, pickle.UnpicklingError, zipfile.BadZipFile, EOFError, ValueError, KeyError, IndexError) as exc:
         first = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
+        if first.startswith("Weights only load failed"):  # torch's advice to unpickle code: not ours to give
+            first = "not a torch file of tensors, or it holds pickled objects"
         raise ReIDError(f"{file} is not a readable checkpoint (truncated or not a torch file): {first}") from exc
 
 
