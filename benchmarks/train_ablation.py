@@ -164,7 +164,9 @@ def write_report(args: argparse.Namespace, rows: list, speeds: list, num_train: 
     for s in speeds:
         lines.append(f"| {s['config']} | {s['images_per_step']} | {s['steps']} | {s['images_per_s']:.1f} |")
     lines += ["", "images/s counts source and target images (originals and camera-style copies) through "
-              "forward, backward and the Adam step, over the whole epoch including its first step.", ""]
+              "forward, backward and the Adam step, over the whole epoch including its first step. "
+              "Other jobs share the machine, so times and rates vary with its load at the moment of "
+              "measuring.", ""]
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text("\n".join(lines))
 

@@ -112,8 +112,11 @@ def test_every_parameter_receives_a_gradient_in_uda_mode(two_domains: Path, tmp_
         (lambda args, root, tmp: [*args, "--pretrained", "imagenet"], "ImageNet weights for resnet18"),
         (lambda args, root, tmp: [*args, "--ids-per-batch", "50"], "only 6 identities"),
         (lambda args, root, tmp: args[:1] + [str(tmp / "nowhere")] + args[2:], "does not exist"),
+        (lambda args, root, tmp: ["--out", str(tmp / "out"), "--resume"], "last.pt does not exist"),
+        (lambda args, root, tmp: [*args, "--target-batch", "0"], "--target-batch must be >= 1"),
     ],
-    ids=["missing-source", "empty-camstyle", "no-imagenet-weights", "p-too-large", "source-missing-folder"],
+    ids=["missing-source", "empty-camstyle", "no-imagenet-weights", "p-too-large", "source-missing-folder",
+         "resume-without-run", "zero-target-batch"],
 )
 def test_bad_input_is_one_line_and_exit_2(
     two_domains: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str],
