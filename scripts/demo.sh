@@ -62,5 +62,6 @@ reid-index search --model "$OUT/model.onnx" --gallery "$OUT/gallery" "$query" --
 
 if [ "${SERVE:-1}" != "0" ]; then
   echo "== Serving: open http://127.0.0.1:$PORT/ and drop a crop from $TARGET/query (Ctrl-C stops)"
-  exec reid-serve --model "$OUT/model.onnx" --gallery "$OUT/gallery" --port "$PORT"
+  exec reid-serve --model "$OUT/model.onnx" --gallery "$OUT/gallery" --port "$PORT" \
+    --image-root "$TARGET/bounding_box_test"
 fi

@@ -51,12 +51,17 @@ class Checkpoint:
     def build_model(self) -> ReIDModel:
         """A :class:`ReIDModel` with these weights, in eval mode, on the CPU."""
         model = ReIDModel(self.model_config)
-        try:
-            model.load_state_dict(self.model_state)
-        except RuntimeError as exc:
-            first = str(exc).strip().splitlines()[0]
-            raise ReIDError(f"checkpoint weights do not fit its model config: {first}") from exc
+        load_weights(model, self.model_state, "checkpoint")
         return model.eval()
+
+
+def load_weights(module: torch.nn.Module, state: dict[str, Tensor], what: str) -> None:
+    """``module.load_state_dict(state)``, with a mismatch as one :class:`ReIDError` line."""
+    try:
+        module.load_state_dict(state)
+    except RuntimeError as exc:
+        first = str(exc).strip().splitlines()[0]
+        raise ReIDError(f"{what} weights do not fit its config: {first}") from exc
 
 
 def weights_fingerprint(state_dict: dict[str, Tensor]) -> str:

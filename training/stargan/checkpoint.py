@@ -14,7 +14,7 @@ from typing import Any
 
 from torch import Tensor
 
-from training.checkpoint import read_torch_payload, write_torch_payload
+from training.checkpoint import load_weights, read_torch_payload, write_torch_payload
 from training.errors import ReIDError
 from training.stargan.model import Generator, StarGANConfig
 
@@ -46,11 +46,7 @@ class StarGANCheckpoint:
     def build_generator(self) -> Generator:
         """The generator with these weights, in eval mode, on the CPU."""
         generator = Generator(self.model_config)
-        try:
-            generator.load_state_dict(self.generator)
-        except RuntimeError as exc:
-            first = str(exc).strip().splitlines()[0]
-            raise ReIDError(f"StarGAN checkpoint weights do not fit its config: {first}") from exc
+        load_weights(generator, self.generator, "StarGAN checkpoint")
         return generator.eval()
 
 
