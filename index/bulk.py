@@ -9,12 +9,11 @@ Decoding runs in a thread pool (PIL's decoders and resizers, hashlib and file re
 the GIL, as does ONNX Runtime), one batch of crops at a time, so memory is flat however large
 the source. Two schedules (``decode=``):
 
-* ``"burst"`` (default when ONNX Runtime runs on the CPU): the next batch is decoded by every
-  core *between* two inference calls. On a CPU box ONNX Runtime already uses every core, and a
-  decode thread running beside it makes one of its threads a straggler that the whole parallel
-  op waits for; measured on 2 cores that cost 25-35 % of the throughput, while decoding in
-  bursts costs only its own small share (benchmarks/results/bulk_index.md).
-* ``"overlap"`` (default on a GPU): the next batch decodes while the current one is embedded.
+* ``"overlap"`` (the default): the next batch decodes while the current one is embedded.
+* ``"burst"``: the next batch is decoded by every core *between* two inference calls, so a
+  decode thread never makes one of ONNX Runtime's threads a straggler. On a 2-core machine
+  crowded by other jobs this kept up better (overlap fell to 0.63-0.75 of raw embedding); on a
+  quiet one overlap is slightly ahead (0.91-0.92 vs 0.89; benchmarks/results/bulk_index.md).
 
 Resume: every add is one durable transaction (:meth:`index.gallery.Gallery.add`), and a
 file whose content hash is already stored is skipped, so a build that was interrupted
@@ -40,7 +39,7 @@ import numpy as np
 from tqdm import tqdm
 
 from export.imageio import ImageDecodeError
-from export.runtime import CPU, Embedder, default_intra_op_threads
+from export.runtime import Embedder, default_intra_op_threads
 from index.gallery import DEFAULT_CHECKPOINT_EVERY, Gallery
 from index.manifest import IndexSpec, manifest_path
 from index.records import ItemRecord
@@ -58,13 +57,12 @@ R = TypeVar("R")
 DECODE_MODES = ("auto", "burst", "overlap")
 
 
-def resolve_decode_mode(embedder: Embedder, mode: str = "auto") -> str:
-    """``"auto"`` -> ``"burst"`` when ONNX Runtime runs on the CPU, ``"overlap"`` otherwise."""
+def resolve_decode_mode(mode: str = "auto") -> str:
+    """``"auto"`` -> ``"overlap"``: on a quiet 2-core CPU it kept up with raw embedding at least as
+    well as ``"burst"`` (see the module docstring), and on a GPU the CPU is idle meanwhile."""
     if mode not in DECODE_MODES:
         raise ReIDError(f"unknown decode mode {mode!r}; expected one of {', '.join(DECODE_MODES)}")
-    if mode != "auto":
-        return mode
-    return "burst" if embedder.providers[0] == CPU else "overlap"
+    return "overlap" if mode == "auto" else mode
 
 
 def default_decode_workers(mode: str, cores: int | None = None) -> int:
@@ -194,7 +192,7 @@ def index_images(
     if gallery.dim != embedder.embedding_dim or gallery.fingerprint != embedder.fingerprint:
         raise ReIDError(f"gallery {gallery.path} was built with model {gallery.fingerprint}, not "
                         f"{embedder.fingerprint} ({embedder.model_path})")
-    mode = resolve_decode_mode(embedder, decode)
+    mode = resolve_decode_mode(decode)
     workers = workers or default_decode_workers(mode)
     report = BuildReport(report_path=report_path)
     failures = FailureLog(report_path)
@@ -336,7 +334,7 @@ def embed_files(embedder: Embedder, paths: Sequence[str | os.PathLike[str]], *, 
     Unlike :func:`index_images` a bad file is an error here (queries must all be usable):
     raises :class:`export.imageio.ImageDecodeError` naming it.
     """
-    mode = resolve_decode_mode(embedder, decode)
+    mode = resolve_decode_mode(decode)
     workers = workers or default_decode_workers(mode)
     chunks: list[np.ndarray] = []
     batch: list[np.ndarray] = []

@@ -69,9 +69,9 @@ def _model_args(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--workers", type=_positive, default=None,
                         help="decode threads (default: every core for burst, a quarter of them for overlap)")
     parser.add_argument("--decode", choices=DECODE_MODES, default="auto",
-                        help="burst: decode each batch between inference calls (best when ONNX Runtime "
-                             "has the CPU); overlap: decode while the previous batch is embedded (GPU); "
-                             "auto picks by provider (default: %(default)s)")
+                        help="overlap: decode the next batch while this one is embedded; burst: decode "
+                             "each batch between inference calls (can help when other jobs crowd the "
+                             "cores); auto = overlap (default: %(default)s)")
     parser.add_argument("--threads", type=_positive, default=None,
                         help="ONNX Runtime intra-op threads (default: every usable core)")
     parser.add_argument("--quiet", action="store_true", help="no progress bar")
