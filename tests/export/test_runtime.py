@@ -211,6 +211,12 @@ def test_thread_counts_reach_the_session(model_path: Path) -> None:
         Embedder(model_path, intra_op_threads=0)
 
 
+@pytest.mark.parametrize("spin,entry", [(True, "1"), (False, "0")])
+def test_spinning_reaches_the_session(model_path: Path, spin: bool, entry: str) -> None:
+    options = Embedder(model_path, intra_op_threads=2, spin=spin)._session.get_session_options()
+    assert options.get_session_config_entry("session.intra_op.allow_spinning") == entry
+
+
 # ---------------------------------------------------------------- bad model files
 def test_random_bytes_are_not_a_model(tmp_path: Path) -> None:
     path = tmp_path / "noise.onnx"
