@@ -153,7 +153,7 @@ async def healthz() -> HealthResponse:
             responses={503: {"model": ErrorBody, "description": "model or gallery not loaded"}},
             summary="The model and the gallery are loaded")
 async def readyz(request: Request) -> ReadyResponse:
-    service = get_service(request)
+    service = await get_service(request)
     h, w = service.embedder.input_size
     return ReadyResponse(status="ready", model_fingerprint=service.embedder.fingerprint,
                          embedding_dim=service.embedder.embedding_dim, input_size=[h, w],

@@ -26,7 +26,7 @@ from export.runtime import Embedder
 from index import faiss_index
 from index.gallery import Gallery
 from index.manifest import manifest_path
-from index.records import GalleryItem, ItemRecord, Match
+from index.records import GalleryItem, IdentityMatch, ItemRecord, Match
 from server.batcher import MicroBatcher
 from server.crops import MEDIA_TYPES, CropStore
 from server.errors import ApiError, decode_error
@@ -61,6 +61,18 @@ class SearchQuery:
     exclude_cameras: tuple[int, ...] | None = None
     time_range: tuple[float | None, float | None] | None = None
     max_distance: float | None = None
+
+
+@dataclass(frozen=True)
+class _Found:
+    """What one search found, and when (``time.perf_counter``) each step ended."""
+
+    matches: list[Match]
+    identities: list[IdentityMatch]
+    batch_size: int  # queries embedded in the same ONNX call
+    decoded: float
+    embedded: float
+    done: float
 
 
 @dataclass(frozen=True)
@@ -114,7 +126,7 @@ class SearchService:
         faiss_index.set_num_threads(plan.faiss)
         embedder = Embedder(settings.model, providers=settings.providers,
                             intra_op_threads=plan.onnx, batch_size=max(settings.max_batch, 32),
-                            max_pixels=settings.max_pixels)
+                            max_pixels=settings.max_pixels, spin=False)
         gallery = open_gallery(settings, embedder)
         log.info("serving %s with gallery %s (%d items); %s", settings.model, settings.gallery,
                  len(gallery), plan.describe())
@@ -141,26 +153,39 @@ class SearchService:
 
     async def search(self, upload: Upload, query: SearchQuery) -> SearchResponse:
         started = time.perf_counter()
-        x = await self._in_pool(self._preprocess, upload)
-        decoded = time.perf_counter()
         if self._batcher is not None:
-            embedded = await self._batcher.submit(x)
-            vector, batch_size = embedded.vector, embedded.batch_size
+            found = await self._search_batched(upload, query)
         else:
-            vector = (await self._in_pool(self._embed_alone, x))[0]
-            batch_size = 1
-        embedded_at = time.perf_counter()
-        matches, identities = await self._in_pool(self._search_blocking, vector, query)
-        done = time.perf_counter()
+            # Every hop between the event loop and a thread costs a wake-up of each, so the
+            # three blocking steps of an unbatched search run in one request-thread call.
+            found = await self._in_pool(self._search_alone, upload, query)
         return SearchResponse(
             identities=[IdentityOut(pid=i.pid, distance=i.distance, items=[_match_out(m) for m in i.items])
-                        for i in identities],
-            matches=[_match_out(m) for m in matches],
+                        for i in found.identities],
+            matches=[_match_out(m) for m in found.matches],
             gallery_size=len(self.gallery),
-            timings=Timings(decode_ms=_ms(decoded - started), embed_ms=_ms(embedded_at - decoded),
-                            search_ms=_ms(done - embedded_at), total_ms=_ms(done - started),
-                            batch_size=batch_size),
+            timings=Timings(decode_ms=_ms(found.decoded - started), embed_ms=_ms(found.embedded - found.decoded),
+                            search_ms=_ms(found.done - found.embedded), total_ms=_ms(found.done - started),
+                            batch_size=found.batch_size),
         )
+
+    async def _search_batched(self, upload: Upload, query: SearchQuery) -> _Found:
+        assert self._batcher is not None
+        with self._batcher.coming():  # a forming batch waits for this query's decode
+            x = await self._in_pool(self._preprocess, upload)
+        decoded = time.perf_counter()
+        embedded = await self._batcher.submit(x)
+        embedded_at = time.perf_counter()
+        matches, identities = await self._in_pool(self._search_blocking, embedded.vector, query)
+        return _Found(matches, identities, embedded.batch_size, decoded, embedded_at, time.perf_counter())
+
+    def _search_alone(self, upload: Upload, query: SearchQuery) -> _Found:
+        x = self._preprocess(upload)
+        decoded = time.perf_counter()
+        vector = self._embed_alone(x)[0]
+        embedded = time.perf_counter()
+        matches, identities = self._search_blocking(vector, query)
+        return _Found(matches, identities, 1, decoded, embedded, time.perf_counter())
 
     def _preprocess(self, upload: Upload) -> np.ndarray:
         started = time.perf_counter()
@@ -177,7 +202,7 @@ class SearchService:
         self.metrics.observe_batch(1, time.perf_counter() - started)
         return vectors
 
-    def _search_blocking(self, vector: np.ndarray, q: SearchQuery) -> tuple[list[Match], list]:
+    def _search_blocking(self, vector: np.ndarray, q: SearchQuery) -> tuple[list[Match], list[IdentityMatch]]:
         started = time.perf_counter()
         xq = np.ascontiguousarray(vector[None], dtype=np.float32)
         filters = dict(cameras=q.cameras, exclude_cameras=q.exclude_cameras, time_range=q.time_range,

@@ -9,7 +9,7 @@ from concurrent.futures import ThreadPoolExecutor
 import numpy as np
 import pytest
 
-from server.batcher import MicroBatcher
+from server.batcher import Embedded, MicroBatcher
 from server.threads import plan_threads
 
 
@@ -44,13 +44,18 @@ def test_concurrent_queries_are_batched_and_answered_in_order() -> None:
     assert all(e.batch_size in (2, 4) for e in out)
 
 
-def test_a_lone_query_waits_at_most_max_wait() -> None:
+def _lone_query(max_wait_s: float, *, failed_before: bool = False) -> tuple[Embedded, float, list[int]]:
+    """One query submitted alone (optionally after another one failed to prepare): its result,
+    the seconds it took and the batch sizes run."""
     sizes: list[int] = []
 
-    async def scenario():
+    async def scenario() -> tuple[Embedded, float]:
         with ThreadPoolExecutor(1) as pool:
-            batcher = MicroBatcher(_run_batch_recording(sizes), pool, max_batch=8, max_wait_s=0.01)
+            batcher = MicroBatcher(_run_batch_recording(sizes), pool, max_batch=8, max_wait_s=max_wait_s)
             await batcher.start()
+            if failed_before:
+                with pytest.raises(ValueError), batcher.coming():
+                    raise ValueError("not an image")
             loop = asyncio.get_running_loop()
             started = loop.time()
             result = await batcher.submit(np.ones((3, 2, 2), np.float32))
@@ -59,7 +64,46 @@ def test_a_lone_query_waits_at_most_max_wait() -> None:
             return result, elapsed
 
     result, elapsed = asyncio.run(scenario())
+    return result, elapsed, sizes
+
+
+def test_a_lone_query_waits_at_most_max_wait() -> None:
+    result, elapsed, sizes = _lone_query(0.01)
     assert result.batch_size == 1 and sizes == [1] and elapsed < 1.0
+
+
+def test_a_lone_query_does_not_wait_when_nothing_is_coming() -> None:
+    _, elapsed, sizes = _lone_query(2.0)
+    assert elapsed < 0.5 and sizes == [1]
+
+
+def test_a_query_that_fails_to_prepare_stops_being_awaited() -> None:
+    _, elapsed, sizes = _lone_query(2.0, failed_before=True)
+    assert elapsed < 0.5 and sizes == [1]
+
+
+def test_a_forming_batch_waits_for_an_announced_query() -> None:
+    sizes: list[int] = []
+
+    async def scenario() -> list:
+        with ThreadPoolExecutor(1) as pool:
+            batcher = MicroBatcher(_run_batch_recording(sizes), pool, max_batch=8, max_wait_s=2.0)
+            await batcher.start()
+
+            async def slow_to_prepare() -> object:
+                with batcher.coming():
+                    await asyncio.sleep(0.05)  # decoding
+                return await batcher.submit(np.full((3, 2, 2), 2, np.float32))
+
+            late = asyncio.create_task(slow_to_prepare())
+            await asyncio.sleep(0)  # it has announced itself
+            out = await asyncio.gather(batcher.submit(np.ones((3, 2, 2), np.float32)), late)
+            await batcher.stop()
+            return out
+
+    first, second = asyncio.run(scenario())
+    assert sizes == [2] and first.batch_size == second.batch_size == 2
+    assert float(first.vector[0]) == 12.0 and float(second.vector[0]) == 24.0
 
 
 def test_a_failing_batch_fails_its_queries_only() -> None:
