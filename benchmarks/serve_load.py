@@ -6,13 +6,16 @@ Exports an untrained ReIDModel (resnet18, 128x64, BiLSTM branch included) with
 
 1. direct: decode + embed + identity search, in this process, one query at a time and in
    batches of ``--max-batch`` (the best the server could do with no HTTP at all);
-2. server: ``reid-serve`` in a subprocess on 127.0.0.1, with and without micro-batching; an
-   asyncio httpx load generator keeps 1, 2, 4, 8, 16 uploads in flight for ``--seconds`` each.
+2. server: ``reid-serve`` in a subprocess on 127.0.0.1, with and without micro-batching; a
+   minimal asyncio HTTP/1.1 load generator keeps 1, 2, 4, 8, 16 uploads in flight for
+   ``--seconds`` each.
 
-Writes ``benchmarks/results/serve_load.md``. The load generator shares the machine with the
-server, so on a small machine the numbers include its CPU too (it is one asyncio thread).
+The direct batch-1 baseline runs before, between and after the two server sweeps, so drift of
+the shared machine shows. The load generator shares the cores with the server, so it is kept as
+cheap as possible (pre-built requests, raw keep-alive connections) and its CPU per request is
+reported next to the server's (from /proc). Writes ``benchmarks/results/serve_load.md``.
 
-    python benchmarks/serve_load.py          # ~3 minutes on 2 cores
+    python benchmarks/serve_load.py          # ~4 minutes on 2 cores
 """
 
 from __future__ import annotations
@@ -20,6 +23,8 @@ from __future__ import annotations
 import argparse
 import asyncio
 import io
+import json
+import math
 import os
 import socket
 import subprocess
@@ -90,6 +95,9 @@ class Row:
     p95: float
     p99: float
     batch: float = 1.0
+    cpu_ms: float = float("nan")  # CPU per request of the server process (direct: of this process)
+    client_cpu_ms: float = float("nan")  # CPU per request of the load generator (server rows only)
+    cores_busy: float = float("nan")  # (server + client) CPU seconds per wall second
 
 
 def percentiles(latencies_s: list[float]) -> tuple[float, float, float]:
@@ -108,7 +116,7 @@ def direct(model: Path, gallery: Path, queries: list[bytes], batch: int, seconds
     latencies: list[float] = []
     done = 0
     with Gallery.open(gallery) as g:
-        start = time.perf_counter()
+        start, cpu0 = time.perf_counter(), time.process_time()
         i = 0
         while time.perf_counter() - start < seconds:
             t0 = time.perf_counter()
@@ -120,9 +128,10 @@ def direct(model: Path, gallery: Path, queries: list[bytes], batch: int, seconds
             latencies += [time.perf_counter() - t0] * batch
             done += batch
             i += batch
-        elapsed = time.perf_counter() - start
+        elapsed, cpu = time.perf_counter() - start, time.process_time() - cpu0
     p50, p95, p99 = percentiles(latencies)
-    return Row(f"direct, batch {batch}", 1, done, done / elapsed, p50, p95, p99, float(batch))
+    return Row(f"direct, batch {batch}", 1, done, done / elapsed, p50, p95, p99, float(batch),
+               cpu_ms=1000.0 * cpu / done, cores_busy=cpu / elapsed)
 
 
 def free_port() -> int:
@@ -152,32 +161,91 @@ def start_server(model: Path, gallery: Path, port: int, batching: bool, max_batc
     raise RuntimeError("reid-serve did not become ready in 60 s")
 
 
-async def load(url: str, queries: list[bytes], concurrency: int, seconds: float, max_requests: int) -> Row:
+def process_cpu_s(pid: int) -> float:
+    """User + system CPU seconds of another process, all its threads (Linux /proc)."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+BOUNDARY = "reid-bench-boundary"
+
+
+def search_request(port: int, jpeg: bytes) -> bytes:
+    """A complete ``POST /search`` (multipart field ``image``), built once and sent many times."""
+    body = (f"--{BOUNDARY}\r\nContent-Disposition: form-data; name=\"image\"; filename=\"q.jpg\"\r\n"
+            "Content-Type: image/jpeg\r\n\r\n").encode() + jpeg + f"\r\n--{BOUNDARY}--\r\n".encode()
+    head = (f"POST /search?k=10&k_identities=5 HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\n"
+            f"Content-Type: multipart/form-data; boundary={BOUNDARY}\r\n"
+            f"Content-Length: {len(body)}\r\n\r\n")
+    return head.encode() + body
+
+
+class Connection:
+    """One keep-alive HTTP/1.1 connection sending pre-built requests.
+
+    The load generator shares the 2 cores with the server, so every millisecond of client CPU is
+    taken from the server: httpx builds the multipart body and parses the answer in Python
+    (1.4 ms of CPU per request here), this writes bytes and reads ``Content-Length`` bytes.
+    """
+
+    def __init__(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        self.reader, self.writer = reader, writer
+
+    @classmethod
+    async def open(cls, port: int) -> Connection:
+        return cls(*await asyncio.open_connection("127.0.0.1", port))
+
+    async def send(self, request: bytes) -> tuple[int, bytes]:
+        self.writer.write(request)
+        head = await self.reader.readuntil(b"\r\n\r\n")
+        status = int(head[9:12])
+        length = next(int(line.split(b":", 1)[1]) for line in head.split(b"\r\n")
+                      if line.lower().startswith(b"content-length:"))
+        return status, await self.reader.readexactly(length)
+
+    def close(self) -> None:
+        self.writer.close()
+
+
+async def load(port: int, requests: list[bytes], concurrency: int, seconds: float, max_requests: int,
+               server_pid: int) -> Row:
     latencies: list[float] = []
     batches: list[int] = []
-    stop_at = time.perf_counter() + seconds
     counter = iter(range(max_requests))
 
-    async def worker(client: httpx.AsyncClient) -> None:
+    async def worker(conn: Connection, stop_at: float) -> None:
         for i in counter:
             if time.perf_counter() > stop_at:
                 return
             t0 = time.perf_counter()
-            r = await client.post("/search", params={"k": 10, "k_identities": 5},
-                                  files={"image": ("q.jpg", queries[i % len(queries)], "image/jpeg")})
+            status, body = await conn.send(requests[i % len(requests)])
             latencies.append(time.perf_counter() - t0)
-            r.raise_for_status()
-            batches.append(r.json()["timings"]["batch_size"])
+            if status != 200:
+                raise RuntimeError(f"/search answered {status}: {body[:200]!r}")
+            batches.append(json.loads(body)["timings"]["batch_size"])
 
-    limits = httpx.Limits(max_connections=concurrency, max_keepalive_connections=concurrency)
-    async with httpx.AsyncClient(base_url=url, limits=limits, timeout=60) as client:
-        await client.post("/search", files={"image": ("q.jpg", queries[0], "image/jpeg")})  # warm-up
-        start = time.perf_counter()
-        await asyncio.gather(*(worker(client) for _ in range(concurrency)))
+    conns = [await Connection.open(port) for _ in range(concurrency)]
+    try:
+        for conn in conns:  # warm-up: every connection once
+            status, body = await conn.send(requests[0])
+            if status != 200:
+                raise RuntimeError(f"/search answered {status}: {body[:200]!r}")
+        start, cpu0, server0 = time.perf_counter(), time.process_time(), process_cpu_s(server_pid)
+        await asyncio.gather(*(worker(c, start + seconds) for c in conns))
         elapsed = time.perf_counter() - start
+        cpu, server = time.process_time() - cpu0, process_cpu_s(server_pid) - server0
+    finally:
+        for conn in conns:
+            conn.close()
+    n = len(latencies)
     p50, p95, p99 = percentiles(latencies)
-    return Row("", concurrency, len(latencies), len(latencies) / elapsed, p50, p95, p99,
-               float(np.mean(batches)))
+    return Row("", concurrency, n, n / elapsed, p50, p95, p99, float(np.mean(batches)),
+               cpu_ms=1000.0 * server / n, client_cpu_ms=1000.0 * cpu / n,
+               cores_busy=(cpu + server) / elapsed)
+
+
+def _fmt(x: float, digits: int = 1) -> str:
+    return "-" if math.isnan(x) else f"{x:.{digits}f}"
 
 
 def report(rows: list[Row], model_note: str, args: argparse.Namespace) -> str:
@@ -187,35 +255,71 @@ def report(rows: list[Row], model_note: str, args: argparse.Namespace) -> str:
         f"Model: {model_note}. Gallery: {args.gallery_size} items, exact (flat) index, "
         f"{os.cpu_count()} CPUs (shared machine). Each request: upload a 128x64 JPEG, k=10 items "
         "and 5 identities x 3 items. Server: one uvicorn process, default thread plan; "
-        f"micro-batching max batch {args.max_batch}, max wait 2 ms. Load: one asyncio httpx client "
-        f"on the same machine, {args.seconds:g} s per level. `python benchmarks/serve_load.py`.",
+        f"micro-batching max batch {args.max_batch}, max wait 2 ms. Load: in this process, one "
+        "asyncio thread, one keep-alive HTTP/1.1 connection per client sending pre-built "
+        f"multipart requests, {args.seconds:g} s per level; the direct baseline is measured "
+        "before, between and after the two server sweeps so drift shows. "
+        "`python benchmarks/serve_load.py`.",
         "",
-        "| mode | clients | requests | req/s | p50 ms | p95 ms | p99 ms | mean batch |",
-        "| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: |",
+        "CPU columns: milliseconds of CPU per request of the server process (for direct rows: of "
+        "the in-process loop) and of the load generator; cores busy = both together per wall "
+        f"second, out of {os.cpu_count()}.",
+        "",
+        "| mode | clients | requests | req/s | p50 ms | p95 ms | p99 ms | mean batch | CPU ms/req | "
+        "client CPU ms/req | cores busy |",
+        "| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |",
     ]
     for r in rows:
         lines.append(f"| {r.mode} | {r.concurrency} | {r.requests} | {r.rps:.1f} | {r.p50:.1f} | "
-                     f"{r.p95:.1f} | {r.p99:.1f} | {r.batch:.2f} |")
-    by_mode = {}
+                     f"{r.p95:.1f} | {r.p99:.1f} | {r.batch:.2f} | {_fmt(r.cpu_ms, 2)} | "
+                     f"{_fmt(r.client_cpu_ms, 2)} | {_fmt(r.cores_busy, 2)} |")
+    by_mode: dict[str, list[Row]] = {}
     for r in rows:
         by_mode.setdefault(r.mode, []).append(r)
-    best = {m: max(rs, key=lambda r: r.rps) for m, rs in by_mode.items()}
-    d1, dB = best["direct, batch 1"], best[f"direct, batch {args.max_batch}"]
+    d1_runs = by_mode["direct, batch 1"]
+    d1 = float(np.mean([r.rps for r in d1_runs]))
+    d1_p50 = float(np.mean([r.p50 for r in d1_runs]))
+    dB = by_mode[f"direct, batch {args.max_batch}"][0]
+    best = {m: max(rs, key=lambda r: r.rps) for m, rs in by_mode.items() if m.startswith("server")}
     sb, su = best["server, micro-batching"], best["server, no batching"]
+    spread = ", ".join(f"{r.rps:.1f}" for r in d1_runs)
     lines += [
         "",
-        "Overhead of HTTP, multipart parsing and queueing at the best concurrency "
-        "(1 - server req/s / direct req/s):",
+        f"Direct batch 1, measured {len(d1_runs)} times ({spread} q/s): mean {d1:.1f} q/s, "
+        f"p50 {d1_p50:.1f} ms.",
         "",
-        f"- micro-batching: best {sb.rps:.1f} req/s at {sb.concurrency} clients vs direct batch-"
-        f"{args.max_batch} {dB.rps:.1f} q/s -> {100 * (1 - sb.rps / dB.rps):.1f} %; "
-        f"vs direct batch-1 {d1.rps:.1f} q/s -> {100 * (1 - sb.rps / d1.rps):.1f} %",
+        "Overhead of HTTP, multipart parsing and queueing at the best concurrency "
+        "(1 - server req/s / direct req/s), the load generator's CPU included:",
+        "",
+        f"- micro-batching: best {sb.rps:.1f} req/s at {sb.concurrency} clients vs direct batch-1 "
+        f"{d1:.1f} q/s -> {100 * (1 - sb.rps / d1):.1f} %; vs direct batch-{args.max_batch} "
+        f"{dB.rps:.1f} q/s -> {100 * (1 - sb.rps / dB.rps):.1f} %",
         f"- no batching: best {su.rps:.1f} req/s at {su.concurrency} clients vs direct batch-1 "
-        f"{d1.rps:.1f} q/s -> {100 * (1 - su.rps / d1.rps):.1f} %",
+        f"{d1:.1f} q/s -> {100 * (1 - su.rps / d1):.1f} %",
+        f"- load generator: {sb.client_cpu_ms:.2f} / {su.client_cpu_ms:.2f} ms CPU per request at "
+        "those levels (micro-batching / no batching)",
         f"- one client: server p50 {by_mode['server, no batching'][0].p50:.1f} ms (no batching), "
-        f"{by_mode['server, micro-batching'][0].p50:.1f} ms (micro-batching) vs direct p50 {d1.p50:.1f} ms",
+        f"{by_mode['server, micro-batching'][0].p50:.1f} ms (micro-batching) vs direct p50 {d1_p50:.1f} ms",
     ]
     return "\n".join(lines) + "\n"
+
+
+def sweep(model: Path, gallery: Path, queries: list[bytes], batching: bool,
+          args: argparse.Namespace) -> list[Row]:
+    port = free_port()
+    proc = start_server(model, gallery, port, batching, args.max_batch)
+    requests = [search_request(port, q) for q in queries]
+    rows = []
+    try:
+        for c in CONCURRENCY:
+            row = asyncio.run(load(port, requests, c, args.seconds, args.max_requests, proc.pid))
+            row.mode = "server, micro-batching" if batching else "server, no batching"
+            rows.append(row)
+            print(row, flush=True)
+    finally:
+        proc.terminate()
+        proc.wait(30)
+    return rows
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -236,22 +340,18 @@ def main(argv: list[str] | None = None) -> int:
         build_gallery(model, work / "gallery", args.gallery_size)
         queries = crops(64, seed=2)
         rows = []
-        for batch in (1, args.max_batch):
+
+        def baseline(batch: int) -> None:
             rows.append(direct(model, work / "gallery", queries, batch, args.seconds))
             print(rows[-1], flush=True)
-        for batching in (True, False):
-            port = free_port()
-            proc = start_server(model, work / "gallery", port, batching, args.max_batch)
-            try:
-                for c in CONCURRENCY:
-                    row = asyncio.run(load(f"http://127.0.0.1:{port}", queries, c, args.seconds,
-                                           args.max_requests))
-                    row.mode = "server, micro-batching" if batching else "server, no batching"
-                    rows.append(row)
-                    print(row, flush=True)
-            finally:
-                proc.terminate()
-                proc.wait(30)
+
+        # Direct, server, direct, server, direct: drift of the shared machine shows as spread.
+        baseline(1)
+        baseline(args.max_batch)
+        rows += sweep(model, work / "gallery", queries, True, args)
+        baseline(1)
+        rows += sweep(model, work / "gallery", queries, False, args)
+        baseline(1)
         text = report(rows, model_note, args)
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(text)
