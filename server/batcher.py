@@ -15,12 +15,15 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import logging
 import time
 from collections.abc import Callable, Iterator
 from concurrent.futures import Executor
 from dataclasses import dataclass
 
 import numpy as np
+
+log = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
@@ -136,17 +139,31 @@ class MicroBatcher:
         try:
             xb = np.stack([p.x for p in batch])
             vectors = await loop.run_in_executor(self._executor, self._run_batch, xb)
+            if len(vectors) != len(batch):
+                raise RuntimeError(f"the model returned {len(vectors)} embeddings for {len(batch)} queries")
+        except asyncio.CancelledError:
+            # stop() cancelled the consumer mid-batch: these queries left the queue already,
+            # so nobody else would ever answer them.
+            _fail(batch, RuntimeError("the service is shutting down"))
+            raise
         except Exception as exc:  # noqa: BLE001 - delivered to every waiting request
-            for p in batch:
-                if not p.future.done():
-                    p.future.set_exception(exc)
+            _fail(batch, exc)
             return
         run_s = time.perf_counter() - started
-        if self._on_batch is not None:
-            self._on_batch(len(batch), run_s)
         for row, p in enumerate(batch):
             if not p.future.done():
                 p.future.set_result(Embedded(
                     vector=vectors[row], batch_size=len(batch),
                     queue_ms=(started - p.enqueued) * 1000.0, run_ms=run_s * 1000.0,
                 ))
+        if self._on_batch is not None:
+            try:
+                self._on_batch(len(batch), run_s)
+            except Exception:  # noqa: BLE001 - a metrics failure must not stop the consumer
+                log.exception("micro-batch callback failed")
+
+
+def _fail(batch: list[_Pending], exc: BaseException) -> None:
+    for p in batch:
+        if not p.future.done():
+            p.future.set_exception(exc)

@@ -134,3 +134,52 @@ def test_thread_plan_does_not_oversubscribe(batching: bool, expected: tuple) -> 
     assert (plan.cores, plan.workers, plan.onnx, plan.faiss) == expected
     eight = plan_threads(micro_batching=False, cores=8, workers=4)
     assert eight.workers * eight.onnx <= 8 and eight.workers * eight.faiss <= 8
+
+
+def test_stop_during_a_running_batch_answers_its_queries() -> None:
+    gate = threading.Event()
+
+    async def scenario() -> BaseException | None:
+        with ThreadPoolExecutor(1) as pool:
+            batcher = MicroBatcher(_run_batch_recording([], gate), pool, max_batch=4, max_wait_s=0.0)
+            await batcher.start()
+            query = asyncio.create_task(batcher.submit(np.ones((3, 2, 2), np.float32)))
+            await asyncio.sleep(0.05)  # the batch is now inside the model, off the queue
+            await batcher.stop()
+            gate.set()
+            done, _ = await asyncio.wait({query}, timeout=2)
+            return query.exception() if done else None
+
+    error = asyncio.run(scenario())
+    assert isinstance(error, RuntimeError) and "shutting down" in str(error)
+
+
+@pytest.mark.parametrize("fault", ["callback", "rows"])
+def test_a_broken_batch_does_not_stop_the_consumer(fault: str) -> None:
+    calls: list[int] = []
+
+    def run(xb: np.ndarray) -> np.ndarray:
+        calls.append(len(xb))
+        rows = len(xb) - 1 if fault == "rows" and len(calls) == 1 else len(xb)
+        return np.zeros((rows, 2), np.float32)
+
+    def on_batch(size: int, seconds: float) -> None:
+        if fault == "callback" and len(calls) == 1:
+            raise ValueError("metrics failed")
+
+    async def scenario() -> Embedded:
+        with ThreadPoolExecutor(1) as pool:
+            batcher = MicroBatcher(run, pool, max_batch=8, max_wait_s=0.0, on_batch=on_batch)
+            await batcher.start()
+            first = batcher.submit(np.ones((3, 2, 2), np.float32))
+            if fault == "rows":
+                with pytest.raises(RuntimeError, match="0 embeddings for 1"):
+                    await first
+            else:
+                assert (await first).vector.shape == (2,)
+            second = await asyncio.wait_for(batcher.submit(np.ones((3, 2, 2), np.float32)), 2)
+            await batcher.stop()
+            return second
+
+    assert asyncio.run(scenario()).vector.shape == (2,)
+    assert calls == [1, 1]
