@@ -53,10 +53,11 @@ class PKSampler(Sampler[list[int]]):
 
     Distributed training: every rank builds the same global list of
     ``len(self) * num_replicas`` batches and takes every ``num_replicas``-th one starting at
-    ``rank``, so ranks get different batches and the same number of them. When there are at
-    least ``P * num_replicas`` identities, the batches that ranks process at the same step
-    hold disjoint identities. ``num_replicas``/``rank`` default to the initialised process
-    group, else 1/0.
+    ``rank``, so ranks get different batches and the same number of them. The batches that
+    ranks process at the same step usually hold disjoint identities, but not always: where the
+    identity stream starts a new pass, a rank's batch may repeat identities of the batch just
+    before it (each rank's loss is its own, so this costs nothing but variety).
+    ``num_replicas``/``rank`` default to the initialised process group, else 1/0.
 
     ``batches_per_epoch`` (per rank) defaults to ``len(pids) // (P * K * num_replicas)``
     (at least 1): one epoch then shows about as many images as the data set holds.
