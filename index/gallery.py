@@ -291,8 +291,10 @@ class Gallery:
         return dict(self._manifest.extra)
 
     def __len__(self) -> int:
-        with self._rw.read():
-            return int(self._index.ntotal)
+        # No lock: one read of the index's item counter. A server asks this on its event
+        # loop, which must never queue on the read-write lock behind a waiting writer (and
+        # so behind the longest search in flight and that writer's durable commit).
+        return int(self._index.ntotal)
 
     # -- writes --------------------------------------------------------------------------
 

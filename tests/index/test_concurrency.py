@@ -77,3 +77,37 @@ def test_searches_never_crash_or_return_removed_items(tmp_path):
     with Gallery.open(tmp_path / "g") as reopened:
         assert reopened.stats().count == stats.count
         assert not set(reopened.search(extra.xb[:50], 50).I.ravel().tolist()) & removed_done
+
+
+def test_len_does_not_queue_behind_a_waiting_writer(tmp_path):
+    # The server reads len() on its event loop: it must not wait for a long search to end
+    # and a removal queued behind it to commit.
+    pop = make_population(50, DIM, seed=3)
+    with Gallery.create(tmp_path / "g", DIM, "m") as gallery:
+        ids = gallery.add(pop.xb, pop.records)
+        release = threading.Event()
+        searching = threading.Event()
+
+        def long_search() -> None:
+            with gallery._rw.read():
+                searching.set()
+                release.wait(10)
+
+        reader = threading.Thread(target=long_search)
+        reader.start()
+        searching.wait(5)
+        remover = threading.Thread(target=gallery.remove, args=([int(ids[0])],))
+        remover.start()
+        deadline = time.monotonic() + 5
+        while not gallery._rw._writers_waiting and time.monotonic() < deadline:
+            time.sleep(0.001)
+        assert gallery._rw._writers_waiting == 1
+        sizes: list[int] = []
+        counter = threading.Thread(target=lambda: sizes.append(len(gallery)))
+        counter.start()
+        counter.join(1.0)
+        release.set()
+        for t in (reader, remover, counter):
+            t.join(5)
+        assert sizes and sizes[0] == 50
+        assert len(gallery) == 49
