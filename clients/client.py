@@ -263,6 +263,7 @@ def _read(image: ImageInput) -> tuple[str, bytes]:
 
 
 def _as_list(value: object) -> list:
-    if isinstance(value, (list, tuple)):
+    # Any sequence (range, numpy array, ...) is one value per file, not one value for all.
+    if isinstance(value, Iterable) and not isinstance(value, (str, bytes)):
         return list(value)
     return [value]

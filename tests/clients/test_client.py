@@ -104,3 +104,20 @@ def test_cli_errors_are_one_line(base_url: str, tmp_path: Path, capsys) -> None:
     assert "401" in capsys.readouterr().err
     with pytest.raises(SystemExit):
         main([str(bad), "--cameras", "one"])
+
+
+@pytest.mark.parametrize("pids", [range(5, 8), (5, 6, 7), __import__("numpy").array([5, 6, 7])])
+def test_add_sends_one_form_value_per_file_for_any_sequence(pids) -> None:
+    import httpx
+
+    sent: list[bytes] = []
+
+    def answer(request: httpx.Request) -> httpx.Response:
+        sent.append(request.read())
+        return httpx.Response(201, json={"items": [], "gallery_size": 0})
+
+    with ReIDClient("http://reid.test", api_key=API_KEY, transport=httpx.MockTransport(answer)) as client:
+        client.add([b"a", b"b", b"c"], pid=pids, camid=2)
+    body = sent[0]
+    assert [v for v in (5, 6, 7) if f'name="pid"\r\n\r\n{v}\r\n'.encode() in body] == [5, 6, 7]
+    assert body.count(b'name="pid"') == 3 and body.count(b'name="camid"') == 1
