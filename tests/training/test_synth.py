@@ -161,6 +161,7 @@ def test_domains_differ_in_identity_statistics() -> None:
         (["--cameras", "1"], "cameras must be in 2..9"),
         (["--images-per-id", "2"], "images-per-id must be >= 3"),
         (["--height", "4"], "image size must be at least"),
+        (["--width", "10000000"], "image size must be at most 2048x2048"),
         (["--junk", "-1"], "must be >= 0"),
         (["--workers", "0"], "workers must be >= 1"),
     ],

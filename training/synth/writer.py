@@ -34,6 +34,9 @@ from training.synth.naming import NAMINGS, FrameStamp, camstyle_name, image_name
 from training.synth.render import RenderedPerson, render_distractor, render_junk, render_person
 from training.synth.seeding import Stream, rng_for
 
+MAX_SIDE = 2048
+"""Largest crop side in pixels: far beyond any re-identification input (Market's is 128x64)."""
+
 FORMAT = "reid-synth"
 VERSION = 1
 MANIFEST = "synth.json"
@@ -84,6 +87,9 @@ class SynthConfig:
         height, width = self.size
         if height < 16 or width < 8:
             raise ReIDError(f"image size must be at least 16x8 (height x width), got {height}x{width}")
+        # A typo such as --width 64000 would otherwise exhaust memory in the renderer.
+        if height > MAX_SIDE or width > MAX_SIDE:
+            raise ReIDError(f"image size must be at most {MAX_SIDE}x{MAX_SIDE} (height x width), got {height}x{width}")
         if self.distractors < 0 or self.junk < 0:
             raise ReIDError(f"distractors and junk must be >= 0, got {self.distractors} and {self.junk}")
         if self.naming is not None and self.naming not in NAMINGS:
