@@ -99,6 +99,8 @@ class TrainConfig:
             raise ReIDError("--lr must be > 0 and --margin, --theta, --weight-decay >= 0")
         if self.workers < 0 or self.eval_every < 0:
             raise ReIDError("--workers and --eval-every must be >= 0")
+        if self.seed < 0:  # numpy's generators (the PK sampler's) take non-negative seeds only
+            raise ReIDError(f"--seed must be >= 0, got {self.seed}")
         if not 0.0 <= self.label_smoothing < 1.0:
             raise ReIDError(f"--label-smoothing must be in [0, 1), got {self.label_smoothing}")
 

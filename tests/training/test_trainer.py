@@ -11,6 +11,7 @@ from train_data import tiny_args
 from training import distributed
 from training.checkpoint import load_checkpoint
 from training.cli.train import main
+from training.errors import ReIDError
 from training.losses import UDALoss
 from training.model import ReIDModel
 from training.runlog import read_log
@@ -129,3 +130,9 @@ def test_bad_input_is_one_line_and_exit_2(
     err = capsys.readouterr().err
     assert err.startswith("reid-train: error:") and err.count("\n") == 1 and message in err
     assert not (tmp_path / "out" / "last.pt").exists()
+
+
+def test_negative_seed_is_refused_up_front():
+    # numpy's default_rng (the PK sampler's) rejects negative seeds only once batches are drawn
+    with pytest.raises(ReIDError, match="--seed must be >= 0"):
+        TrainConfig(source="s", out="o", mode="source-only", eval_every=0, seed=-1)
