@@ -332,3 +332,11 @@ def test_unknown_items_are_404(client: TestClient) -> None:
         assert r.status_code == 404 and r.json()["error"] == "not_found"
     assert client.get("/gallery/-1/image").status_code == 422
     assert client.delete("/gallery", headers=AUTH).status_code == 422  # pid is required
+
+
+def test_made_up_methods_share_one_metrics_label(client: TestClient) -> None:
+    for i in range(3):
+        client.request(f"BREW{i}", "/healthz")
+    text = client.get("/metrics").text
+    assert "BREW" not in text
+    assert 'method="other"' in text
