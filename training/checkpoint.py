@@ -113,6 +113,12 @@ def read_torch_payload(file: Path) -> Any:
         if first.startswith("Weights only load failed"):  # torch's advice to unpickle code: not ours to give
             first = "not a torch file of tensors, or it holds pickled objects"
         raise ReIDError(f"{file} is not a readable checkpoint (truncated or not a torch file): {first}") from exc
+    except OSError as exc:
+        # torch's zip reader seeking past the end of a truncated file raises EINVAL with no file
+        # name; one that names a file is the machine's (permissions, I/O) and stays an OSError.
+        if exc.filename is not None:
+            raise
+        raise ReIDError(f"{file} is not a readable checkpoint (truncated or not a torch file): {exc.strerror or exc}") from exc
 
 
 def load_checkpoint(path: str | os.PathLike[str]) -> Checkpoint:
@@ -123,7 +129,8 @@ def load_checkpoint(path: str | os.PathLike[str]) -> Checkpoint:
     """
     file = Path(path)
     if not file.is_file():
-        raise ReIDError(f"checkpoint {file} does not exist (expected a .pt file written by reid-train)")
+        what = "is a folder" if file.is_dir() else "does not exist"
+        raise ReIDError(f"checkpoint {file} {what} (expected a .pt file written by reid-train)")
     payload = read_torch_payload(file)
     if not isinstance(payload, dict) or payload.get("format") != CHECKPOINT_FORMAT:
         raise ReIDError(f"{file} is a torch file but not a reid-train checkpoint (no '{CHECKPOINT_FORMAT}' format tag)")

@@ -70,3 +70,24 @@ def test_bad_files_are_clear_errors(tmp_path: Path) -> None:
     torch.save({"state_dict": {}}, foreign)
     with pytest.raises(ReIDError, match="not a reid-train checkpoint"):
         load_checkpoint(foreign)
+
+
+def test_checkpoint_cut_anywhere_or_a_folder_is_one_line_for_reid_eval(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from training.cli.evaluate import main
+
+    whole = tmp_path / "whole.pt"
+    save_checkpoint(whole, small_checkpoint())
+    data = whole.read_bytes()
+    cut = tmp_path / "cut.pt"
+    # A cut a few kB in makes torch's zip reader seek beyond the end (an OSError with no file
+    # name); later cuts fail in the record table (RuntimeError).
+    for size in (20_000, len(data) // 2):
+        cut.write_bytes(data[:size])
+        assert main(["--checkpoint", str(cut), "--data", str(tmp_path)]) == 2
+        err = capsys.readouterr().err
+        assert err.count("\n") == 1 and "Traceback" not in err
+        assert f"{cut} is not a readable checkpoint" in err
+    assert main(["--checkpoint", str(tmp_path), "--data", str(tmp_path)]) == 2
+    assert f"checkpoint {tmp_path} is a folder" in capsys.readouterr().err
