@@ -72,9 +72,13 @@ class VectorBatch:
 def _connect(path: Path) -> sqlite3.Connection:
     # isolation_level=None: we issue BEGIN/COMMIT ourselves so one call is one transaction.
     conn = sqlite3.connect(path, isolation_level=None, check_same_thread=False, timeout=60.0)
-    conn.execute("PRAGMA journal_mode=WAL")
-    # FULL fsyncs the WAL on every commit: an acknowledged add survives a power cut too.
-    conn.execute("PRAGMA synchronous=FULL")
+    try:
+        conn.execute("PRAGMA journal_mode=WAL")
+        # FULL fsyncs the WAL on every commit: an acknowledged add survives a power cut too.
+        conn.execute("PRAGMA synchronous=FULL")
+    except sqlite3.Error:
+        conn.close()
+        raise
     return conn
 
 
@@ -125,7 +129,11 @@ class MetadataStore:
         """Open the store at ``path``; check it was made for this dimension and fingerprint."""
         if not path.is_file():
             raise ReIDError(f"gallery metadata {path} is missing: the gallery is incomplete")
-        store = cls(path, dim)
+        try:
+            # Setting WAL mode on connect is the first read of the file: a damaged one fails here.
+            store = cls(path, dim)
+        except sqlite3.DatabaseError as exc:
+            raise ReIDError(f"{path} is not a readable gallery database: {exc}") from exc
         try:
             meta = dict(store._read().execute("SELECT key, value FROM meta").fetchall())
         except sqlite3.DatabaseError as exc:

@@ -241,6 +241,20 @@ def test_every_bad_input_is_one_line_and_nonzero(capsys, tmp_path, tiny_model, m
     assert not (tmp_path / "x").exists() or not any((tmp_path / "x").iterdir())
 
 
+
+def test_damaged_gallery_database_is_one_line(capsys, tmp_path, tiny_model, market_data) -> None:
+    gallery = tmp_path / "g"
+    build(capsys, tiny_model, gallery, market_data / "query")
+    db = gallery / "gallery.db"
+    db.write_bytes(db.read_bytes()[:50])  # a cut SQLite header: the first PRAGMA already fails
+    img = list_images(market_data / "query")[0]
+    for argv in (("stats", gallery), ("search", "--model", tiny_model, "--gallery", gallery, img, "--quiet")):
+        code, _, err = run(capsys, *argv)
+        assert code == 2 and "Traceback" not in err, err
+        assert err.strip().splitlines() == [f"reid-index: error: {db} is not a readable gallery database: "
+                                            "database disk image is malformed"]
+
+
 # ---------------------------------------------------------------- eval
 def test_eval_equals_direct_features_and_evaluation(capsys, tmp_path, tiny_model, market_data) -> None:
     code, out, err = run(capsys, "eval", "--model", tiny_model, "--data", market_data, "--json", "--quiet")
