@@ -28,10 +28,20 @@ def _cameras(text: str) -> list[int]:
         raise argparse.ArgumentTypeError(f"expected camera numbers like 1,3 — got {text!r}") from None
 
 
+def _seconds(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        value = float("nan")
+    if not value > 0:  # also false for nan; httpx rejects a negative timeout only mid-request
+        raise argparse.ArgumentTypeError(f"expected a positive number of seconds, got {text!r}")
+    return value
+
+
 def _common(p: argparse.ArgumentParser) -> None:
     p.add_argument("--url", default=os.environ.get("REID_URL", "http://127.0.0.1:8000"),
                    help="service address (default: $REID_URL or http://127.0.0.1:8000)")
-    p.add_argument("--timeout", type=float, default=30.0, help="seconds per request (default 30)")
+    p.add_argument("--timeout", type=_seconds, default=30.0, help="seconds per request (default 30)")
     p.add_argument("--json", action="store_true", help="print the server's answer as JSON")
 
 

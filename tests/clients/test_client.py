@@ -106,6 +106,19 @@ def test_cli_errors_are_one_line(base_url: str, tmp_path: Path, capsys) -> None:
         main([str(bad), "--cameras", "one"])
 
 
+
+@pytest.mark.parametrize("timeout", ["-1", "0", "nan", "soon"])
+def test_cli_refuses_a_timeout_that_is_not_positive(tmp_path: Path, capsys, timeout: str) -> None:
+    # httpx only rejects a negative timeout while sending, as a ValueError traceback
+    with pytest.raises(SystemExit) as stop:
+        main([str(tmp_path / "q.png"), "--url", "http://127.0.0.1:9", "--timeout", timeout])
+    assert stop.value.code == 2
+    err = capsys.readouterr().err
+    assert "Traceback" not in err
+    assert err.splitlines()[-1] == (
+        f"reid-search: error: argument --timeout: expected a positive number of seconds, got '{timeout}'")
+
+
 @pytest.mark.parametrize("pids", [range(5, 8), (5, 6, 7), __import__("numpy").array([5, 6, 7])])
 def test_add_sends_one_form_value_per_file_for_any_sequence(pids) -> None:
     import httpx
