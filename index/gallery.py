@@ -111,6 +111,29 @@ def _check_positive(value: object, name: str) -> int:
     return int(value)
 
 
+def check_creatable(folder: Path) -> None:
+    """Raise ReIDError unless :meth:`Gallery.create` could make a gallery at ``folder``: a new
+    folder whose nearest existing parent is a folder, or an existing empty one."""
+    if manifest_path(folder).exists():
+        raise ReIDError(f"{folder} is already a gallery; open it with Gallery.open or pick a new folder")
+    if folder.exists():
+        if not folder.is_dir():
+            raise ReIDError(f"cannot create a gallery at {folder}: it is a file")
+        # Without a manifest, a gallery.db here can only be the leftover of an interrupted
+        # create (nothing can be added before the manifest exists), so it may be replaced.
+        leftovers = {DB_NAME, DB_NAME + "-wal", DB_NAME + "-shm", DB_NAME + "-journal", LOCK_NAME}
+        others = [p.name for p in folder.iterdir() if p.name not in leftovers]
+        if others:
+            raise ReIDError(f"cannot create a gallery in {folder}: the folder is not empty "
+                            f"(holds {', '.join(sorted(others)[:5])})")
+        return
+    parent = folder.absolute().parent
+    while not parent.exists():
+        parent = parent.parent
+    if not parent.is_dir():
+        raise ReIDError(f"cannot create a gallery at {folder}: {parent} is a file, not a folder")
+
+
 class Gallery:
     """A gallery of ``dim``-d embeddings searched by Euclidean distance.
 
@@ -175,18 +198,7 @@ class Gallery:
                          train_size=train_size)
         faiss_index.validate_spec(spec, dim)
         folder = Path(path)
-        if manifest_path(folder).exists():
-            raise ReIDError(f"{folder} is already a gallery; open it with Gallery.open or pick a new folder")
-        if folder.exists():
-            if not folder.is_dir():
-                raise ReIDError(f"cannot create a gallery at {folder}: it is a file")
-            # Without a manifest, a gallery.db here can only be the leftover of an interrupted
-            # create (nothing can be added before the manifest exists), so it may be replaced.
-            leftovers = {DB_NAME, DB_NAME + "-wal", DB_NAME + "-shm", DB_NAME + "-journal", LOCK_NAME}
-            others = [p.name for p in folder.iterdir() if p.name not in leftovers]
-            if others:
-                raise ReIDError(f"cannot create a gallery in {folder}: the folder is not empty "
-                                f"(holds {', '.join(sorted(others)[:5])})")
+        check_creatable(folder)
         folder.mkdir(parents=True, exist_ok=True)
         lock_fd = _lock(folder)
         try:

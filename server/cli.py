@@ -66,6 +66,7 @@ def settings_from_args(args: argparse.Namespace) -> Settings:
 def preflight(settings: Settings) -> None:
     """Refuse at once, in one line, what would make the app fail to start."""
     from export.runtime import Embedder
+    from index.gallery import check_creatable
     from index.manifest import manifest_path, read_manifest
 
     embedder = Embedder(settings.model, providers="cpu", intra_op_threads=1)
@@ -79,6 +80,9 @@ def preflight(settings: Settings) -> None:
     elif not settings.create_gallery:
         raise ReIDError(f"{settings.gallery}: no gallery there; build one with reid-index, or pass "
                         "--create to start an empty gallery for this model")
+    else:
+        # The app creates it at startup, where a failure is uvicorn's traceback, not one line.
+        check_creatable(settings.gallery)
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -56,6 +56,22 @@ def test_missing_model_gallery_or_mismatch_are_one_line(tmp_path: Path, capsys) 
     assert "rebuild the gallery" in err and len(err.splitlines()) == 1
 
 
+def test_create_where_no_gallery_can_be_made_is_one_line_before_startup(tmp_path: Path, capsys) -> None:
+    # Without the preflight check these failed inside uvicorn's startup, as a traceback.
+    model = write_tiny_model(tmp_path / "m.onnx", seed=1)
+    a_file = tmp_path / "notes.txt"
+    a_file.write_text("not a folder")
+    (tmp_path / "busy").mkdir()
+    (tmp_path / "busy" / "x.jpg").write_bytes(b"")
+    for gallery, message in ((a_file / "g", f"{a_file} is a file, not a folder"),
+                             (a_file, "it is a file"),
+                             (tmp_path / "busy", "the folder is not empty")):
+        assert main(["--model", str(model), "--gallery", str(gallery), "--create", "--port", "1"]) == 2
+        err = capsys.readouterr().err
+        assert "Traceback" not in err and len(err.splitlines()) == 1
+        assert err.startswith("reid-serve: error: cannot create a gallery") and message in err
+
+
 def test_serving_and_client_modules_do_not_import_torch() -> None:
     code = ("import sys, server.app, server.cli, clients.cli, clients.client; "
             "leaked = sorted(m for m in sys.modules if m.split('.')[0] == 'torch'); "
