@@ -102,9 +102,9 @@ def write_torch_payload(path: str | os.PathLike[str], payload: dict[str, Any]) -
         raise ReIDError(f"could not write checkpoint {path}: {exc.strerror or exc}; the previous file is unchanged") from exc
 
 
-def read_torch_payload(file: Path) -> Any:
-    """``torch.load(weights_only=True)`` onto the CPU; ReIDError naming ``file`` when it is not
-    a readable torch file (truncated, a text file, arbitrary bytes)."""
+def read_torch_payload(file: Path, what: str = "checkpoint") -> Any:
+    """``torch.load(weights_only=True)`` onto the CPU; ReIDError naming ``file`` (a ``what``)
+    in one line when it is not a readable torch file (truncated, a text file, arbitrary bytes)."""
     try:
         return torch.load(file, map_location="cpu", weights_only=True)
     # Arbitrary bytes reach the unpickler as random opcodes: KeyError / IndexError come from there.
@@ -112,13 +112,13 @@ def read_torch_payload(file: Path) -> Any:
         first = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
         if first.startswith("Weights only load failed"):  # torch's advice to unpickle code: not ours to give
             first = "not a torch file of tensors, or it holds pickled objects"
-        raise ReIDError(f"{file} is not a readable checkpoint (truncated or not a torch file): {first}") from exc
+        raise ReIDError(f"{file} is not a readable {what} (truncated or not a torch file): {first}") from exc
     except OSError as exc:
         # torch's zip reader seeking past the end of a truncated file raises EINVAL with no file
         # name; one that names a file is the machine's (permissions, I/O) and stays an OSError.
         if exc.filename is not None:
             raise
-        raise ReIDError(f"{file} is not a readable checkpoint (truncated or not a torch file): {exc.strerror or exc}") from exc
+        raise ReIDError(f"{file} is not a readable {what} (truncated or not a torch file): {exc.strerror or exc}") from exc
 
 
 def load_checkpoint(path: str | os.PathLike[str]) -> Checkpoint:

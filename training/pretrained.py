@@ -14,6 +14,7 @@ import torchvision
 from torch import Tensor, nn
 from torchvision.models.resnet import BasicBlock, Bottleneck
 
+from training.checkpoint import read_torch_payload
 from training.errors import ReIDError
 
 log = logging.getLogger(__name__)
@@ -106,11 +107,9 @@ def _read_state_dict(path: Path) -> dict[str, Tensor]:
     if not path.is_file():
         raise ReIDError(f"pretrained weights file {path} does not exist; {_FIX_HINT}")
     try:
-        obj = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as exc:  # a truncated file or a non-torch file
-        raise ReIDError(
-            f"cannot read {path} as a torch state dict ({type(exc).__name__}: {exc}); {_FIX_HINT}"
-        ) from None
+        obj = read_torch_payload(path, what="torch state dict")
+    except ReIDError as exc:  # torch's own message can run to several lines; this one is one
+        raise ReIDError(f"{exc}; {_FIX_HINT}") from None
     if isinstance(obj, dict) and isinstance(obj.get("state_dict"), dict):
         obj = obj["state_dict"]
     if not isinstance(obj, dict) or not all(isinstance(v, Tensor) for v in obj.values()):

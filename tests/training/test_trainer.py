@@ -115,15 +115,19 @@ def test_every_parameter_receives_a_gradient_in_uda_mode(two_domains: Path, tmp_
         (lambda args, root, tmp: args[:1] + [str(tmp / "nowhere")] + args[2:], "does not exist"),
         (lambda args, root, tmp: ["--out", str(tmp / "out"), "--resume"], "last.pt does not exist"),
         (lambda args, root, tmp: [*args, "--target-batch", "0"], "--target-batch must be >= 1"),
+        # torch's refusal of these bytes runs to six lines
+        (lambda args, root, tmp: [*args, "--pretrained", str(tmp / "bytes.pth")],
+         "bytes.pth is not a readable torch state dict"),
     ],
     ids=["missing-source", "empty-camstyle", "no-imagenet-weights", "p-too-large", "source-missing-folder",
-         "resume-without-run", "zero-target-batch"],
+         "resume-without-run", "zero-target-batch", "pretrained-not-torch"],
 )
 def test_bad_input_is_one_line_and_exit_2(
     two_domains: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str],
     change, message: str,
 ) -> None:
     (tmp_path / "empty").mkdir()
+    (tmp_path / "bytes.pth").write_bytes(bytes(range(256)) * 16)
     monkeypatch.setenv("TORCH_HOME", str(tmp_path / "torch-home"))  # no cached weights, no network
     args = change(tiny_args(two_domains, tmp_path / "out", "--epochs", "1"), two_domains, tmp_path)
     assert main(args) == 2
