@@ -13,6 +13,7 @@ from export.exporter import DEFAULT_OPSET, export_model
 from export.quantize import METHODS, QuantizeOptions, find_images, quantize_model
 from training.checkpoint import load_checkpoint
 from training.errors import ReIDError, run_cli
+from training.fileio import prepare_target
 
 PROG = "reid-export"
 
@@ -94,11 +95,16 @@ def _run(args: argparse.Namespace) -> int:
         )
     # Read the inputs before the progress bar starts, so bad paths give one clean line.
     checkpoint = load_checkpoint(args.checkpoint)
+    for target in (args.out, args.float_out):
+        if target:
+            prepare_target(target)
     if args.quantize:
         find_images(args.calibration)
     steps = ["export + checks"] + (["int8 quantisation + checks"] if options else [])
     with tempfile.TemporaryDirectory(prefix="reid-export-") as work, tqdm(steps, desc=PROG, unit="step", delay=1.0) as bar:
-        bar.set_postfix_str(steps[0])
+        # refresh=False: a refresh draws the bar before its delay, and tqdm then ends that line
+        # without a newline, so an error would be printed on the bar's line
+        bar.set_postfix_str(steps[0], refresh=False)
         float_path = Path(args.float_out or Path(work) / "float.onnx") if options else Path(args.out)
         report = export_model(
             checkpoint, float_path, embedding=args.embedding, opset=args.opset,
@@ -107,7 +113,7 @@ def _run(args: argparse.Namespace) -> int:
         bar.update(1)
         quant_report = None
         if options:
-            bar.set_postfix_str(steps[1])
+            bar.set_postfix_str(steps[1], refresh=False)
             quant_report = quantize_model(float_path, args.out, args.calibration, options, threads=args.threads)
             bar.update(1)
     print(report.text() if args.float_out or not options else _float_summary(report))

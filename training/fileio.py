@@ -7,6 +7,7 @@ a power cut; a full disk fails the write and leaves the old file in place.
 from __future__ import annotations
 
 import contextlib
+import errno
 import os
 import tempfile
 from collections.abc import Callable, Iterator
@@ -29,8 +30,7 @@ def atomic_open(path: str | os.PathLike[str]) -> Iterator[BinaryIO]:
 
     On any exception the temp file is removed and ``path`` is untouched.
     """
-    target = Path(path)
-    target.parent.mkdir(parents=True, exist_ok=True)
+    target = prepare_target(path)
     fd, tmp = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".tmp", dir=target.parent)
     try:
         with os.fdopen(fd, "wb") as fh:
@@ -57,6 +57,22 @@ def atomic_write_with(path: str | os.PathLike[str], write: Callable[[BinaryIO], 
         write(fh)
 
 
+def prepare_target(path: str | os.PathLike[str]) -> Path:
+    """Create the folder that will hold file ``path``; OSError naming the offending path when
+    ``path`` is a folder or a parent is a file (mkdir alone would say "File exists", or the
+    temp file's name would be reported)."""
+    target = Path(path)
+    if target.is_dir():
+        raise IsADirectoryError(errno.EISDIR, "is a folder; expected a file name", str(target))
+    parent = target.parent
+    while not parent.exists():
+        parent = parent.parent
+    if not parent.is_dir():
+        raise NotADirectoryError(errno.ENOTDIR, "is a file, not a folder", str(parent))
+    target.parent.mkdir(parents=True, exist_ok=True)
+    return target
+
+
 @contextlib.contextmanager
 def atomic_path(path: str | os.PathLike[str], suffix: str = ".tmp", mode: int = 0o644) -> Iterator[Path]:
     """Yield a temp path beside ``path`` for a writer that wants a file name (not a handle).
@@ -66,8 +82,7 @@ def atomic_path(path: str | os.PathLike[str], suffix: str = ".tmp", mode: int = 
     file failed), the temp file is removed and ``path`` is untouched. ``suffix`` lets writers
     that judge a file by its extension see the right one.
     """
-    target = Path(path)
-    target.parent.mkdir(parents=True, exist_ok=True)
+    target = prepare_target(path)
     fd, tmp = tempfile.mkstemp(prefix=f".{target.name}.", suffix=suffix, dir=target.parent)
     os.close(fd)
     try:

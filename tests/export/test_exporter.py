@@ -183,6 +183,21 @@ def test_bad_values_are_one_line_errors(checkpoint_path: Path, tmp_path: Path, c
     assert not (tmp_path / "m.onnx").exists()
 
 
+@pytest.mark.parametrize("where", ["under-a-file", "a-folder"])
+def test_unwritable_out_is_one_line_naming_the_path_before_exporting(
+        checkpoint_path: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str], where: str) -> None:
+    # Before: "<parent>: File exists" from mkdir, or the name of a temp file after the whole export.
+    a_file = tmp_path / "notes.txt"
+    a_file.write_text("x")
+    out, named = (a_file / "sub" / "m.onnx", a_file) if where == "under-a-file" else (tmp_path, tmp_path)
+    assert main(["--checkpoint", str(checkpoint_path), "--out", str(out)]) == 1
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "Traceback" not in err
+    expected = "is a file, not a folder" if where == "under-a-file" else "is a folder; expected a file name"
+    assert err == f"reid-export: error: {named}: {expected}\n"
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["notes.txt"]
+
+
 @pytest.mark.slow
 def test_default_resnet50_256x128_export_matches_pytorch(tmp_path: Path) -> None:
     config = ModelConfig(num_classes=751)  # the paper's configuration: ResNet-50, 256x128, stride 2
