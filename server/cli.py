@@ -8,6 +8,7 @@ from __future__ import annotations
 import argparse
 import logging
 import os
+import socket
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -85,6 +86,19 @@ def preflight(settings: Settings) -> None:
         check_creatable(settings.gallery)
 
 
+def check_bindable(host: str, port: int) -> None:
+    """Refuse in one line an address uvicorn could not listen on (port in use, unknown host):
+    uvicorn would only find out after loading the model and gallery, and exit 3 in a log."""
+    try:
+        infos = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE)
+        family, kind, proto, _, address = infos[0]
+        with socket.socket(family, kind, proto) as probe:
+            probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # as uvicorn does
+            probe.bind(address)
+    except OSError as exc:
+        raise ReIDError(f"cannot listen on {host}:{port}: {exc.strerror or exc}") from None
+
+
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
 
@@ -95,6 +109,7 @@ def main(argv: list[str] | None = None) -> int:
 
         settings = settings_from_args(args)
         logging.basicConfig(level=settings.log_level.upper(), format="%(levelname)s %(name)s: %(message)s")
+        check_bindable(settings.host, settings.port)
         preflight(settings)
         print(f"reid-serve: http://{settings.host}:{settings.port}/ (model {settings.model}, "
               f"gallery {settings.gallery}, pid {os.getpid()})", flush=True)

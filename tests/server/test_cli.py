@@ -72,6 +72,22 @@ def test_create_where_no_gallery_can_be_made_is_one_line_before_startup(tmp_path
         assert err.startswith("reid-serve: error: cannot create a gallery") and message in err
 
 
+def test_port_in_use_is_one_line_before_loading_anything(tmp_path: Path, capsys) -> None:
+    # uvicorn finds out only after startup, logs the bind error among its INFO lines and exits 3
+    import socket
+
+    model = write_tiny_model(tmp_path / "m.onnx", seed=1)
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        assert main(["--model", str(model), "--gallery", str(tmp_path / "g"), "--create",
+                     "--port", str(port)]) == 2
+    err = capsys.readouterr().err
+    assert err == f"reid-serve: error: cannot listen on 127.0.0.1:{port}: Address already in use\n"
+    assert not (tmp_path / "g").exists()
+
+
 def test_serving_and_client_modules_do_not_import_torch() -> None:
     code = ("import sys, server.app, server.cli, clients.cli, clients.client; "
             "leaked = sorted(m for m in sys.modules if m.split('.')[0] == 'torch'); "
