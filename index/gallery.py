@@ -529,7 +529,7 @@ class Gallery:
             identities, unlabelled, per_camera = self._filters.summary()
             count = int(self._index.ntotal)
             layout = self._layout
-        size = sum(p.stat().st_size for p in self.path.iterdir() if p.is_file())
+        size = folder_bytes(self.path)
         return GalleryStats(
             count=count, identities=identities, unlabelled=unlabelled, per_camera=per_camera,
             dim=self.dim, fingerprint=self.fingerprint, index_type=self.spec.index_type,
@@ -757,6 +757,24 @@ def _group_by_pid(D: np.ndarray, I: np.ndarray, pids: np.ndarray,
             break
         groups.setdefault(pid, []).append((d, i))
     return groups
+
+
+def folder_bytes(folder: Path) -> int:
+    """Bytes of the regular files directly in ``folder``.
+
+    Runs without the gallery lock, beside checkpoints and SQLite, which create and delete files
+    (snapshot temp files, the old snapshot, -journal files) at any moment: a file that vanishes
+    between the listing and its stat simply no longer counts.
+    """
+    total = 0
+    with os.scandir(folder) as entries:
+        for entry in entries:
+            try:
+                if entry.is_file(follow_symlinks=False):
+                    total += entry.stat(follow_symlinks=False).st_size
+            except FileNotFoundError:
+                continue
+    return total
 
 
 def _lock(folder: Path) -> int:

@@ -111,3 +111,29 @@ def test_len_does_not_queue_behind_a_waiting_writer(tmp_path):
             t.join(5)
         assert sizes and sizes[0] == 50
         assert len(gallery) == 49
+
+
+def test_disk_size_ignores_files_that_vanish_while_it_counts(tmp_path, monkeypatch):
+    # A checkpoint or SQLite may delete a file between the folder listing and its stat;
+    # stats() runs beside them without the lock and must not fail for it.
+    import os
+
+    from index import gallery as gallery_module
+
+    (tmp_path / "kept.bin").write_bytes(b"x" * 10)
+    (tmp_path / "vanishing.tmp").write_bytes(b"y" * 99)
+    real_scandir = os.scandir
+
+    class Vanishing:
+        def __init__(self, entries):
+            self._entries = list(entries)
+
+        def __enter__(self):
+            (tmp_path / "vanishing.tmp").unlink()  # listed, then gone before its stat
+            return iter(self._entries)
+
+        def __exit__(self, *exc):
+            return False
+
+    monkeypatch.setattr(gallery_module.os, "scandir", lambda path: Vanishing(real_scandir(path)))
+    assert gallery_module.folder_bytes(tmp_path) == 10
