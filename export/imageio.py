@@ -206,11 +206,7 @@ def _finish(image: Image.Image, label: str, max_pixels: int) -> Image.Image:
     width, height = image.size
     if width < 1 or height < 1:
         raise ImageDecodeError("corrupt", label, f"image has no pixels (size {width}x{height})")
-    if width * height > max_pixels:
-        raise ImageDecodeError(
-            "too_large", label,
-            f"image is {width}x{height} = {width * height} pixels; the limit is {max_pixels}",
-        )
+    _check_pixels(width, height, label, max_pixels)
     try:
         # Decoding happens here, not in open(): a truncated file only fails now. PIL's
         # LOAD_TRUNCATED_IMAGES must stay False for that (this module never sets it).
@@ -257,6 +253,15 @@ def _to_rgb(image: Image.Image) -> Image.Image:
     return image.convert("RGB")
 
 
+def _check_pixels(width: int, height: int, label: str, max_pixels: int) -> None:
+    """The decompression-bomb guard, applied to the header's size before any pixel is decoded."""
+    if width * height > max_pixels:
+        raise ImageDecodeError(
+            "too_large", label,
+            f"image is {width}x{height} = {width * height} pixels; the limit is {max_pixels}",
+        )
+
+
 def _from_array(array: np.ndarray, label: str, max_pixels: int) -> Image.Image:
     if array.ndim != 3 or array.shape[2] != 3 or array.dtype != np.uint8:
         raise ImageDecodeError(
@@ -266,9 +271,5 @@ def _from_array(array: np.ndarray, label: str, max_pixels: int) -> Image.Image:
     height, width = array.shape[:2]
     if height < 1 or width < 1:
         raise ImageDecodeError("invalid_array", label, f"array has no pixels (shape {array.shape})")
-    if height * width > max_pixels:
-        raise ImageDecodeError(
-            "too_large", label,
-            f"image is {width}x{height} = {width * height} pixels; the limit is {max_pixels}",
-        )
+    _check_pixels(width, height, label, max_pixels)
     return Image.fromarray(np.ascontiguousarray(array))  # (H, W, 3) uint8 -> mode "RGB"

@@ -426,9 +426,7 @@ class Gallery:
         ``time_range=(start, end)`` keeps timestamps in the closed range (None = open end),
         ``max_distance`` drops results farther than that (true Euclidean).
         """
-        xq = _check_matrix(xq, self.dim, "queries")
-        k = _check_positive(k, "k")
-        _check_max_distance(max_distance)
+        xq, k = self._check_query(xq, k, max_distance)
         with self._rw.read():
             self._check_open()
             D, I = self._nearest_locked(xq, k, cameras, exclude_cameras, time_range, max_distance)
@@ -438,6 +436,13 @@ class Gallery:
             for row in range(I.shape[0])
         ]
         return SearchResult(D=D, I=I, matches=matches)
+
+    def _check_query(self, xq: object, k: object, max_distance: object) -> tuple[np.ndarray, int]:
+        """Validated (queries, k) for :meth:`search` and :meth:`nearest`."""
+        xq = _check_matrix(xq, self.dim, "queries")
+        k = _check_positive(k, "k")
+        _check_max_distance(max_distance)
+        return xq, k
 
     def nearest(
         self,
@@ -451,9 +456,7 @@ class Gallery:
     ) -> Neighbours:
         """:meth:`search` without the metadata: only distances and ids, for scoring many
         queries against a whole gallery (evaluation) where building matches would dominate."""
-        xq = _check_matrix(xq, self.dim, "queries")
-        k = _check_positive(k, "k")
-        _check_max_distance(max_distance)
+        xq, k = self._check_query(xq, k, max_distance)
         with self._rw.read():
             self._check_open()
             D, I = self._nearest_locked(xq, k, cameras, exclude_cameras, time_range, max_distance)
