@@ -56,7 +56,7 @@ def make_model(folder: Path, threads: int) -> Path:
 
 def make_crops(folder: Path, ids: int) -> list[Path]:
     from training.cli.synth import main as synth
-    from training.datasets import list_images
+    from training.core.datasets import list_images
 
     root = folder / "synth"
     code = synth(["--out", str(root), "--domain", "market", "--ids", str(ids), "--images-per-id", "10",
@@ -92,9 +92,10 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--no-write", action="store_true", help="print only")
     args = parser.parse_args(argv)
 
-    from export.runtime import Embedder, default_intra_op_threads
+    from export.runtime import Embedder
+    from training.core.cores import usable_cores
 
-    cores = default_intra_op_threads()
+    cores = usable_cores()
     with tempfile.TemporaryDirectory(prefix="bulk-bench-") as tmp:
         work = Path(tmp)
         t0 = time.perf_counter()

@@ -6,7 +6,7 @@ every crop with per-stripe HSV colour histograms (head -> feet), and retrieves w
 * ``raw``: Hellinger-normalised histograms, no fitting (a domain-free baseline);
 * ``LDA``: PCA then Fisher LDA fitted on one domain's ``bounding_box_train``.
 
-Reports mAP / rank-1 / mINP under the Market-1501 protocol (``training.evaluation.evaluate``)
+Reports mAP / rank-1 / mINP under the Market-1501 protocol (``training.core.evaluation.evaluate``)
 within each domain (fit and evaluate on the same domain) and across domains (fit on one,
 evaluate on the other), prints a table and writes it to ``benchmarks/results/domain_gap.md``.
 
@@ -25,8 +25,8 @@ from typing import NamedTuple
 import numpy as np
 from PIL import Image
 
-from training.datasets import Sample, load_dataset
-from training.evaluation import evaluate
+from training.core.datasets import Sample, load_dataset
+from training.core.evaluation import evaluate
 from training.synth.writer import SynthConfig, write_domains
 
 DOMAINS = ("market", "duke")

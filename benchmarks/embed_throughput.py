@@ -38,8 +38,8 @@ from export.parity import compare
 from export.quantize import QuantizeOptions, find_images, quantize_model
 from export.runtime import CPU, Embedder
 from training.checkpoint import Checkpoint, load_checkpoint, save_checkpoint
-from training.errors import run_cli
-from training.fileio import atomic_write_bytes
+from training.core.errors import run_cli
+from training.core.fileio import atomic_write_bytes
 from training.model import ModelConfig, ReIDModel
 from training.transforms import eval_transform, read_rgb
 from training.synth.writer import SynthConfig, write_domains

@@ -2,7 +2,7 @@
 
 Builds random clustered features (default 20,000 queries x 200,000 gallery items, 64-d
 float32, 10,000 identities, 6 cameras, some junk and distractors), runs
-``training.evaluation.evaluate_features`` and reports the peak memory it needed, measured two
+``training.core.evaluation.evaluate_features`` and reports the peak memory it needed, measured two
 ways: tracemalloc (numpy array allocations made during the evaluation) and the growth of the
 process's peak resident set size. The dense distance matrix the same problem would need is
 printed beside them. A small sub-problem is also scored both ways (blocked and dense) to show
@@ -25,9 +25,9 @@ from typing import NamedTuple
 
 import numpy as np
 
-from training.errors import ReIDError, run_cli
-from training.evaluation import auto_block_size, euclidean_distmat, evaluate, evaluate_features
-from training.fileio import atomic_write_bytes
+from training.core.errors import ReIDError, run_cli
+from training.core.evaluation import auto_block_size, euclidean_distmat, evaluate, evaluate_features
+from training.core.fileio import atomic_write_bytes
 
 RESULTS = Path(__file__).resolve().parent / "results" / "eval_memory.md"
 

@@ -31,7 +31,7 @@ from typing import NamedTuple
 
 import torch
 
-from training.datasets import load_unlabelled_images
+from training.core.datasets import load_unlabelled_images
 from training.stargan import (
     Discriminator,
     Generator,

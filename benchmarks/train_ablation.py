@@ -31,7 +31,7 @@ from typing import NamedTuple
 import torch
 
 from training.checkpoint import load_checkpoint
-from training.datasets import load_dataset
+from training.core.datasets import load_dataset
 from training.features import evaluate_model, metrics_record
 from training.model import ReIDModel
 from training.synth.writer import SynthConfig, write_domains

@@ -19,7 +19,7 @@ import onnx
 from export.contract import ModelContract
 from export.parity import compare
 from export.runtime import CPU, Embedder
-from training.errors import ReIDError
+from training.core.errors import ReIDError
 
 
 @dataclass(frozen=True)

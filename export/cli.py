@@ -12,8 +12,8 @@ from export.contract import EMBEDDING_KINDS
 from export.exporter import DEFAULT_OPSET, export_model
 from export.quantize import METHODS, QuantizeOptions, find_images, quantize_model
 from training.checkpoint import load_checkpoint
-from training.errors import ReIDError, run_cli
-from training.fileio import prepare_target
+from training.core.errors import ReIDError, run_cli
+from training.core.fileio import prepare_target
 
 PROG = "reid-export"
 

@@ -17,8 +17,8 @@ from collections.abc import Mapping
 from dataclasses import dataclass, fields
 from typing import Any, Literal
 
-from export.imageio import INTERPOLATIONS
-from training.errors import ReIDError
+from training.core.imageio import INTERPOLATIONS
+from training.core.errors import ReIDError
 
 #: The contract version this code writes and the newest one it reads. Bump it when a key
 #: changes meaning or a required key is added; readers refuse newer files instead of

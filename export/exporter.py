@@ -46,8 +46,8 @@ from export.contract import EMBEDDING_KINDS, ModelContract
 from export.parity import compare
 from export.quantize import PRECISION_KEY
 from training.checkpoint import Checkpoint, load_checkpoint
-from training.errors import ReIDError
-from training.fileio import atomic_path
+from training.core.errors import ReIDError
+from training.core.fileio import atomic_path
 from training.model import ReIDModel, embedding_dim, search_embedding
 
 #: ONNX opset of the export; 18 is the dynamo exporter's native one and ORT >= 1.14 runs it.

@@ -1,7 +1,7 @@
 """fp32 ONNX -> statically quantised int8 ONNX (QDQ), calibrated on real crops, and checked.
 
 Calibration crops are decoded and resized by the fp32 model's own runtime path
-(:meth:`export.runtime.Embedder.preprocess`, i.e. :mod:`export.imageio` with the contract's
+(:meth:`export.runtime.Embedder.preprocess`, i.e. :mod:`training.core.imageio` with the contract's
 size and filter), so the activation ranges are those of the pixels the model will serve.
 The crops of ``calibration_dir`` are split (in a seeded random order) into a calibration set
 and a held-out validation set; the int8 model is judged on the held-out crops by cosine
@@ -48,8 +48,8 @@ from export.checks import (
 from export.contract import ModelContract
 from export.parity import Agreement, compare
 from export.runtime import CPU, Embedder
-from training.errors import ReIDError
-from training.fileio import atomic_path
+from training.core.errors import ReIDError
+from training.core.fileio import atomic_path
 
 PRECISION = "int8-qdq"
 #: Extra metadata (outside the contract, ignored by the runtime): what numbers the graph

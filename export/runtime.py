@@ -3,7 +3,7 @@
 :class:`Embedder` opens a model written by the project's exporter, reads its
 :class:`~export.contract.ModelContract` from the file's metadata (input size, resize filter,
 embedding output and width), checks the graph agrees, and turns images or ready-made
-batches into float32 embeddings. Decoding goes through :mod:`export.imageio`, the one
+batches into float32 embeddings. Decoding goes through :mod:`training.core.imageio`, the one
 decoder every caller shares.
 
 Torch-free: the serving install imports this module.
@@ -22,8 +22,9 @@ import numpy as np
 import onnxruntime as ort
 
 from export.contract import ModelContract
-from export.imageio import DEFAULT_MAX_PIXELS, ImageSource, load_input
-from training.errors import ReIDError
+from training.core.cores import usable_cores
+from training.core.errors import ReIDError
+from training.core.imageio import DEFAULT_MAX_PIXELS, ImageSource, load_input
 
 log = logging.getLogger(__name__)
 
@@ -46,18 +47,6 @@ class InputSize(NamedTuple):
 
     height: int
     width: int
-
-
-def default_intra_op_threads() -> int:
-    """CPU cores this process may run on (``os.sched_getaffinity``; ``os.cpu_count`` elsewhere).
-
-    Honours taskset/cgroup CPU pinning, unlike ``os.cpu_count``, so a container limited to
-    2 cores does not start one thread per host core.
-    """
-    try:
-        return max(1, len(os.sched_getaffinity(0)))
-    except AttributeError:  # macOS and Windows have no sched_getaffinity
-        return max(1, os.cpu_count() or 1)
 
 
 def resolve_providers(
@@ -98,14 +87,14 @@ class Embedder:
             last fallback. A requested provider that is missing, or that the session
             silently drops, is reported in one WARNING log line.
         intra_op_threads: threads one inference may use. Default: every core this process
-            may run on (:func:`default_intra_op_threads`). A server running R request
+            may run on (:func:`usable_cores`). A server running R request
             threads concurrently should pass about ``cores // R`` so R x threads does not
             oversubscribe the CPU.
         inter_op_threads: threads running independent graph nodes in parallel; 1 (the
             graph is a chain, parallel nodes would only add contention).
         batch_size: images per ONNX Runtime call; larger inputs are split, so memory is
             bounded by this however many images are passed.
-        max_pixels: decode limit passed to :func:`export.imageio.decode_image`.
+        max_pixels: decode limit passed to :func:`training.core.imageio.decode_image`.
         spin: let idle intra-op threads busy-wait for the next parallel section (ONNX
             Runtime's default: lowest latency when nothing else runs). A server whose other
             threads decode, search and parse HTTP on the same cores should pass False: the
@@ -139,7 +128,7 @@ class Embedder:
             _check_positive("intra_op_threads", intra_op_threads)
         self._batch_size = batch_size
         self._max_pixels = max_pixels
-        intra = intra_op_threads if intra_op_threads is not None else default_intra_op_threads()
+        intra = intra_op_threads if intra_op_threads is not None else usable_cores()
 
         _check_model_file(self._path)
         options = ort.SessionOptions()
@@ -213,7 +202,7 @@ class Embedder:
         indexing; feed the stacked results to :meth:`embed_arrays`.
 
         Raises:
-            export.imageio.ImageDecodeError: the image cannot be decoded (see its ``reason``).
+            training.core.imageio.ImageDecodeError: the image cannot be decoded (see its ``reason``).
         """
         c = self._contract
         return load_input(
@@ -242,7 +231,7 @@ class Embedder:
         uint8 arrays), including a generator; it is consumed ``batch_size`` at a time.
 
         Raises:
-            export.imageio.ImageDecodeError: an image cannot be decoded; names the image.
+            training.core.imageio.ImageDecodeError: an image cannot be decoded; names the image.
         """
         chunks = list(self.iter_embed(images))
         if not chunks:

@@ -38,13 +38,14 @@ from typing import IO, TypeVar
 import numpy as np
 from tqdm import tqdm
 
-from export.imageio import ImageDecodeError
-from export.runtime import Embedder, default_intra_op_threads
+from training.core.imageio import ImageDecodeError
+from export.runtime import Embedder
+from training.core.cores import usable_cores
 from index.gallery import DEFAULT_CHECKPOINT_EVERY, Gallery
 from index.manifest import IndexSpec, manifest_path
 from index.records import ItemRecord
 from index.sources import SkippedFile, SourceImage
-from training.errors import ReIDError
+from training.core.errors import ReIDError
 
 log = logging.getLogger(__name__)
 
@@ -68,7 +69,7 @@ def resolve_decode_mode(mode: str = "auto") -> str:
 def default_decode_workers(mode: str, cores: int | None = None) -> int:
     """Decode threads for a schedule: every core in bursts (nothing else runs meanwhile);
     one per four cores, at least one, when decoding overlaps inference on a GPU."""
-    cores = cores or default_intra_op_threads()
+    cores = cores or usable_cores()
     return cores if mode == "burst" else max(1, cores // 4)
 
 
@@ -332,7 +333,7 @@ def embed_files(embedder: Embedder, paths: Sequence[str | os.PathLike[str]], *, 
     """Embed crop files, decoding in ``workers`` threads: -> (N, D) float32 in input order.
 
     Unlike :func:`index_images` a bad file is an error here (queries must all be usable):
-    raises :class:`export.imageio.ImageDecodeError` naming it.
+    raises :class:`training.core.imageio.ImageDecodeError` naming it.
     """
     mode = resolve_decode_mode(decode)
     workers = workers or default_decode_workers(mode)

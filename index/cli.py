@@ -20,7 +20,8 @@ from typing import NoReturn
 
 import numpy as np
 
-from export.runtime import Embedder, default_intra_op_threads
+from export.runtime import Embedder
+from training.core.cores import usable_cores
 from index.bulk import DECODE_MODES, REPORT_NAME, embed_files, index_images, open_or_create
 from index.evaluation import evaluate_gallery
 from index.faiss_index import INDEX_TYPES
@@ -28,8 +29,8 @@ from index.gallery import DEFAULT_CHECKPOINT_EVERY, Gallery
 from index.manifest import IndexSpec
 from index.records import GalleryItem
 from index.sources import TIMESTAMP_SOURCES, SourceImage, discover, frame_number, iter_sources
-from training.datasets import load_dataset, parse_reid_name
-from training.errors import ReIDError, run_cli
+from training.core.datasets import load_dataset, parse_reid_name
+from training.core.errors import ReIDError, run_cli
 
 PROG = "reid-index"
 DEVICES = ("cpu", "gpu")
@@ -154,7 +155,7 @@ def build_parser() -> argparse.ArgumentParser:
 def _embedder(args: argparse.Namespace) -> Embedder:
     providers = ["cuda"] if args.device == "gpu" else ["cpu"]
     return Embedder(args.model, providers=providers, batch_size=args.batch_size,
-                    intra_op_threads=args.threads or default_intra_op_threads())
+                    intra_op_threads=args.threads or usable_cores())
 
 
 def _faiss_device(args: argparse.Namespace) -> str:

@@ -2,7 +2,7 @@
 
 The query features are searched against the whole gallery (k = every item), and the
 distances the index reports are laid out as a (n_query, n_gallery) distance matrix in
-gallery id order, then scored by :func:`training.evaluation.evaluate` (same protocol, same
+gallery id order, then scored by :func:`training.core.evaluation.evaluate` (same protocol, same
 tie rule: earlier id first). For the exact ``flat`` index this equals scoring the features
 directly; for IVF indexes, items outside the probed lists are never returned and count as
 infinitely far, so the metrics show what the approximation costs.
@@ -14,8 +14,8 @@ import numpy as np
 from tqdm import tqdm
 
 from index.gallery import Gallery
-from training.errors import ReIDError
-from training.evaluation import EvalResult, evaluate
+from training.core.errors import ReIDError
+from training.core.evaluation import EvalResult, evaluate
 
 # queries searched at once; k = the whole gallery, so one block's hits are block x n_gallery
 _QUERY_BLOCK = 64

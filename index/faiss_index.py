@@ -18,8 +18,8 @@ import faiss
 import numpy as np
 
 from index.manifest import IndexSpec
-from training.errors import ReIDError
-from training.fileio import atomic_write_with
+from training.core.errors import ReIDError
+from training.core.fileio import atomic_write_with
 
 log = logging.getLogger(__name__)
 

@@ -12,7 +12,7 @@ from collections.abc import Iterable
 import numpy as np
 
 from index.records import GalleryLabels, ItemRecord
-from training.errors import ReIDError
+from training.core.errors import ReIDError
 
 
 class FilterColumns:

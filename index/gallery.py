@@ -56,7 +56,7 @@ from index.records import (
     SearchResult,
 )
 from index.store import DB_NAME, MetadataStore
-from training.errors import ReIDError
+from training.core.errors import ReIDError
 
 log = logging.getLogger(__name__)
 

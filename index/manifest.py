@@ -12,8 +12,8 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
-from training.errors import ReIDError
-from training.fileio import atomic_write_bytes
+from training.core.errors import ReIDError
+from training.core.fileio import atomic_write_bytes
 
 MANIFEST_NAME = "manifest.json"
 FORMAT_NAME = "reid-gallery"

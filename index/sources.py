@@ -4,7 +4,7 @@ A source folder comes in one of two layouts, recognised from its content:
 
 * **names** — image files directly inside, named like Market-1501 (``0002_c1s1_000451_03.jpg``)
   or DukeMTMC-reID (``0005_c2_f0046985.jpg``): pid, camera and frame come from the name
-  (:func:`training.datasets.parse_reid_name`). Junk (pid -1) is skipped unless asked for;
+  (:func:`training.core.datasets.parse_reid_name`). Junk (pid -1) is skipped unless asked for;
   distractors (pid 0) are kept, as in a Market-1501 gallery. Subfolders (e.g. ``camstyle/``)
   are ignored.
 * **cameras** — no images directly inside, one subfolder per camera whose name ends in the
@@ -24,8 +24,8 @@ from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-from training.datasets import JUNK_PID, list_images, parse_reid_name
-from training.errors import ReIDError
+from training.core.datasets import JUNK_PID, list_images, parse_reid_name
+from training.core.errors import ReIDError
 
 NAMES = "names"
 CAMERAS = "cameras"
@@ -36,7 +36,7 @@ TIMESTAMP_SOURCES = ("frame", "mtime", "none")
 
 _CAMERA_FOLDER_RE = re.compile(r"^(?:c|cam|camera)?[ _-]?(\d+)$", re.IGNORECASE)
 # Frame numbers: Market-1501 ``<pid>_c<cam>s<seq>_<frame>_<box>``, Duke ``<pid>_c<cam>_f<frame>``.
-# training.datasets parses pid and camera only; the frame matters only for indexing.
+# training.core.datasets parses pid and camera only; the frame matters only for indexing.
 _MARKET_FRAME_RE = re.compile(r"^-?\d+_c\d+s\d+_(\d+)_\d+")
 _DUKE_FRAME_RE = re.compile(r"^-?\d+_c\d+_f(\d+)")
 
@@ -54,7 +54,7 @@ class SourceImage:
 @dataclass(frozen=True)
 class SkippedFile:
     """A file that was not indexed: ``reason`` is ``"junk"``, ``"bad_name"``, or a decode
-    reason of :class:`export.imageio.ImageDecodeError` (``"truncated"``, ``"not_an_image"``...)."""
+    reason of :class:`training.core.imageio.ImageDecodeError` (``"truncated"``, ``"not_an_image"``...)."""
 
     path: Path
     reason: str

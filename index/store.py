@@ -21,7 +21,7 @@ from pathlib import Path
 import numpy as np
 
 from index.records import GalleryItem, ItemRecord
-from training.errors import ReIDError
+from training.core.errors import ReIDError
 
 DB_NAME = "gallery.db"
 _VECTOR_DTYPE = np.dtype("<f4")

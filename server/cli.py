@@ -14,7 +14,7 @@ from typing import TYPE_CHECKING
 
 from pydantic import ValidationError
 
-from training.errors import ReIDError, run_cli
+from training.core.errors import ReIDError, run_cli
 
 if TYPE_CHECKING:
     from server.settings import Settings

@@ -19,7 +19,7 @@ import re
 from collections.abc import Callable, Iterable
 from pathlib import Path
 
-from training.fileio import atomic_write_bytes
+from training.core.fileio import atomic_write_bytes
 
 CROPS_DIR = "crops"
 

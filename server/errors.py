@@ -13,7 +13,7 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
-from export.imageio import ImageDecodeError
+from training.core.imageio import ImageDecodeError
 
 #: ImageDecodeError.reason -> HTTP status (docs/runtime.md's table).
 DECODE_STATUS = {

@@ -21,7 +21,7 @@ from typing import TypeVar
 
 import numpy as np
 
-from export.imageio import ImageDecodeError
+from training.core.imageio import ImageDecodeError
 from export.runtime import Embedder
 from index import faiss_index
 from index.gallery import Gallery
@@ -44,7 +44,7 @@ from server.schemas import (
 )
 from server.settings import Settings
 from server.threads import ThreadPlan, plan_threads
-from training.errors import ReIDError
+from training.core.errors import ReIDError
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")

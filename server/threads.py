@@ -16,7 +16,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from export.runtime import default_intra_op_threads
+from training.core.cores import usable_cores
 
 
 @dataclass(frozen=True)
@@ -42,7 +42,7 @@ def plan_threads(
     cores: int | None = None,
 ) -> ThreadPlan:
     """Fill in the counts not given explicitly (see the module docstring for the arithmetic)."""
-    cores = cores or default_intra_op_threads()
+    cores = cores or usable_cores()
     workers = workers or cores
     share = max(1, cores // workers)
     return ThreadPlan(

@@ -1,5 +1,5 @@
 """Training side of the ReID system: data, the dual-branch model, losses, evaluation.
 
-Importing this package (or its torch-free modules: ``errors``, ``fileio``, ``datasets``,
-``evaluation``) never imports torch, so the serving install can reuse them.
+Importing this package never imports torch. Its torch-free core, :mod:`training.core` (errors,
+file I/O, data-set names, image decoding, metrics), is what the serving side reuses.
 """

@@ -18,8 +18,8 @@ import re
 from pathlib import Path
 from typing import NamedTuple
 
-from training.datasets import UnlabelledSample, list_images
-from training.errors import ReIDError
+from training.core.datasets import UnlabelledSample, list_images
+from training.core.errors import ReIDError
 
 __all__ = ["CAMSTYLE_MANIFEST", "CameraStyleGroup", "find_camstyle_groups", "camstyle_cameras"]
 

@@ -18,8 +18,8 @@ from typing import Any
 import torch
 from torch import Tensor
 
-from training.errors import ReIDError
-from training.fileio import atomic_write_with
+from training.core.errors import ReIDError
+from training.core.fileio import atomic_write_with
 from training.model import ModelConfig, ReIDModel
 
 CHECKPOINT_FORMAT = "reid-checkpoint"

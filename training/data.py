@@ -17,8 +17,8 @@ from torch import Tensor
 from torch.utils.data import BatchSampler, DataLoader, Dataset, DistributedSampler
 
 from training.camstyle_folder import CameraStyleGroup
-from training.datasets import Sample
-from training.errors import ReIDError
+from training.core.datasets import Sample
+from training.core.errors import ReIDError
 from training.samplers import PKSampler
 from training.transforms import read_rgb
 

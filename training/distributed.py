@@ -14,7 +14,7 @@ from typing import NamedTuple
 import torch
 import torch.distributed as dist
 
-from training.errors import ReIDError
+from training.core.errors import ReIDError
 
 log = logging.getLogger(__name__)
 

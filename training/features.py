@@ -2,7 +2,7 @@
 
 Preprocessing is exactly "decode RGB, bilinear resize to the model input, divide by 255"
 (:func:`training.transforms.eval_transform`); mean/std normalisation happens inside the model.
-The ONNX runtime (``export.imageio.resize_to_input``) applies the same steps, so features from
+The ONNX runtime (``training.core.imageio.resize_to_input``) applies the same steps, so features from
 here and from an exported model can be compared directly.
 """
 
@@ -16,8 +16,8 @@ import torch
 from torch.utils.data import DataLoader, Dataset
 from tqdm import tqdm
 
-from training.datasets import ReIDDataset
-from training.evaluation import EvalResult, evaluate_features
+from training.core.datasets import ReIDDataset
+from training.core.evaluation import EvalResult, evaluate_features
 from training.model import ReIDModel, embedding_dim, search_embedding
 from training.transforms import eval_transform, read_rgb
 
@@ -51,7 +51,7 @@ def extract_features(
     ``embedding`` is a :func:`training.model.search_embedding` kind: ``"global"`` (POOL-5,
     D = 2048 for resnet50) or ``"global+local"`` (unit norm, D = 2048 + 1536). The model runs in
     eval mode on ``device`` in float32 and is returned to its previous train/eval mode after.
-    Raises :class:`training.errors.ReIDError` for an unreadable image or an embedding kind the
+    Raises :class:`training.core.errors.ReIDError` for an unreadable image or an embedding kind the
     model cannot produce.
     """
     config = model.config

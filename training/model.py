@@ -18,7 +18,7 @@ import torch.nn.functional as F
 import torchvision
 from torch import Tensor, nn
 
-from training.errors import ReIDError
+from training.core.errors import ReIDError
 
 BACKBONES = ("resnet18", "resnet34", "resnet50")
 POOLINGS = ("avg+max", "avg", "max")

@@ -15,7 +15,7 @@ from torch import Tensor, nn
 from torchvision.models.resnet import BasicBlock, Bottleneck
 
 from training.checkpoint import read_torch_payload
-from training.errors import ReIDError
+from training.core.errors import ReIDError
 
 log = logging.getLogger(__name__)
 

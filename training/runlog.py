@@ -12,7 +12,7 @@ import json
 from pathlib import Path
 from typing import Any
 
-from training.fileio import atomic_write_bytes
+from training.core.fileio import atomic_write_bytes
 
 
 class RunLog:

@@ -8,7 +8,7 @@ import numpy as np
 import torch.distributed as dist
 from torch.utils.data import Sampler
 
-from training.errors import ReIDError
+from training.core.errors import ReIDError
 
 __all__ = ["PKSampler"]
 

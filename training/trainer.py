@@ -27,8 +27,8 @@ from training import distributed
 from training.camstyle_folder import CameraStyleGroup, find_camstyle_groups
 from training.checkpoint import Checkpoint, load_checkpoint, save_checkpoint
 from training.data import SourceBatch, SourceImages, TargetBatch, TargetGroups, TargetStream, seed_epoch, source_loader
-from training.datasets import ReIDDataset, load_dataset, load_unlabelled_images
-from training.errors import ReIDError
+from training.core.datasets import ReIDDataset, load_dataset, load_unlabelled_images
+from training.core.errors import ReIDError
 from training.features import evaluate_model, metrics_record
 from training.losses import UDALoss, UDALossTerms
 from training.model import BACKBONES, EMBEDDING_KINDS, ModelConfig, ReIDModel, ReIDOutputs

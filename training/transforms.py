@@ -46,7 +46,7 @@ def train_transform(height: int, width: int, flip_p: float = 0.5) -> T.Compose:
 
 def read_rgb(path: str | Path) -> Image.Image:
     """Open an image file as RGB, raising a clear error that names the file."""
-    from training.errors import ReIDError
+    from training.core.errors import ReIDError
 
     try:
         with Image.open(path) as img:

@@ -8,7 +8,7 @@ import json
 import pytest
 
 from export.contract import FORMAT_VERSION, PREFIX, ModelContract
-from training.errors import ReIDError
+from training.core.errors import ReIDError
 
 FINGERPRINT = hashlib.sha256(b"weights").hexdigest()
 

@@ -21,7 +21,7 @@ from export.exporter import OUTPUT_NAMES, PRECISION_KEY, ExportGraph, export_mod
 from export.runtime import CPU, Embedder
 from export_data import SMALL_CONFIG, make_checkpoint
 from training.checkpoint import load_checkpoint
-from training.errors import ReIDError
+from training.core.errors import ReIDError
 from training.features import extract_features
 from training.model import ModelConfig
 

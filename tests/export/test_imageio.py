@@ -12,14 +12,14 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from export.imageio import (
+from training.core.imageio import (
     ALLOWED_FORMATS,
     ImageDecodeError,
     decode_image,
     load_input,
     resize_to_input,
 )
-from training.errors import ReIDError
+from training.core.errors import ReIDError
 
 EXIF_ORIENTATION = 0x0112
 

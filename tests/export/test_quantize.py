@@ -18,7 +18,7 @@ from export.quantize import SOURCE_FINGERPRINT_KEY, QuantizeOptions, int8_finger
 from export.runtime import CPU, Embedder
 from onnx_models import TinyWeights, write_model
 from training.checkpoint import load_checkpoint
-from training.errors import ReIDError
+from training.core.errors import ReIDError
 
 
 @pytest.fixture(scope="module")

@@ -26,9 +26,10 @@ from onnx_models import (  # noqa: E402
 )
 
 from export import runtime  # noqa: E402
-from export.imageio import ImageDecodeError  # noqa: E402
+from training.core.imageio import ImageDecodeError  # noqa: E402
 from export.runtime import CPU, CUDA, Embedder, resolve_providers  # noqa: E402
-from training.errors import ReIDError  # noqa: E402
+from training.core.cores import usable_cores  # noqa: E402
+from training.core.errors import ReIDError  # noqa: E402
 
 
 @pytest.fixture()
@@ -206,7 +207,7 @@ def test_resolve_providers_orders_and_falls_back() -> None:
 
 def test_thread_counts_reach_the_session(model_path: Path) -> None:
     assert Embedder(model_path, intra_op_threads=1).intra_op_threads == 1
-    assert Embedder(model_path).intra_op_threads == runtime.default_intra_op_threads()
+    assert Embedder(model_path).intra_op_threads == usable_cores()
     with pytest.raises(ReIDError, match="intra_op_threads"):
         Embedder(model_path, intra_op_threads=0)
 
@@ -277,7 +278,7 @@ def test_fixed_batch_axis_is_refused(tmp_path: Path, weights: TinyWeights) -> No
 def test_serving_modules_do_not_import_torch() -> None:
     code = (
         "import sys\n"
-        "import export.contract, export.imageio, export.runtime\n"
+        "import export.contract, training.core.imageio, export.runtime\n"
         "leaked = sorted(m for m in sys.modules if m.split('.')[0] == 'torch')\n"
         "assert not leaked, leaked\n"
     )

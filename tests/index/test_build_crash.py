@@ -15,7 +15,7 @@ import pytest
 from PIL import Image
 
 from index.gallery import Gallery
-from training.datasets import list_images, parse_reid_name
+from training.core.datasets import list_images, parse_reid_name
 
 N_IMAGES = 240
 KILLS = 4

@@ -20,7 +20,7 @@ from gallery_data import make_population
 import index.faiss_index
 import index.manifest
 from index.gallery import Gallery
-from training.errors import ReIDError
+from training.core.errors import ReIDError
 
 WRITER = Path(__file__).with_name("gallery_writer.py")
 N_ITEMS, BATCH = 15_000, 50

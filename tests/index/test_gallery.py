@@ -14,7 +14,7 @@ from gallery_data import Population, brute_force, make_population
 
 from index.gallery import Gallery
 from index.records import ItemRecord
-from training.errors import ReIDError
+from training.core.errors import ReIDError
 
 DIM = 16
 

@@ -14,8 +14,8 @@ from export.runtime import Embedder
 from index.bulk import REPORT_NAME, index_files
 from index.cli import main
 from index.gallery import Gallery
-from training.datasets import list_images, load_dataset, parse_reid_name
-from training.evaluation import evaluate_features
+from training.core.datasets import list_images, load_dataset, parse_reid_name
+from training.core.evaluation import evaluate_features
 
 
 def run(capsys: pytest.CaptureFixture[str], *argv: object) -> tuple[int, str, str]:

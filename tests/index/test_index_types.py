@@ -12,7 +12,7 @@ from gallery_data import brute_force
 from index import faiss_index
 from index.gallery import Gallery
 from index.records import ItemRecord
-from training.errors import ReIDError
+from training.core.errors import ReIDError
 
 DIM = 32
 

@@ -8,8 +8,8 @@ from pathlib import Path
 import pytest
 
 from training.camstyle_folder import find_camstyle_groups
-from training.datasets import load_unlabelled_images
-from training.errors import ReIDError
+from training.core.datasets import load_unlabelled_images
+from training.core.errors import ReIDError
 
 
 def copy_camstyle(two_domains: Path, tmp_path: Path) -> Path:

@@ -8,7 +8,7 @@ import pytest
 import torch
 
 from training.checkpoint import Checkpoint, load_checkpoint, save_checkpoint, weights_fingerprint
-from training.errors import ReIDError
+from training.core.errors import ReIDError
 from training.model import ModelConfig, ReIDModel
 
 

@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 
 from training.cli import synth
-from training.errors import ReIDError, run_cli
+from training.core.errors import ReIDError, run_cli
 
 
 def test_user_errors_are_one_line_exit_2(capsys: pytest.CaptureFixture[str]) -> None:

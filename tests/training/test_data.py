@@ -8,7 +8,7 @@ import torch
 
 from training.camstyle_folder import find_camstyle_groups
 from training.data import SourceImages, TargetGroups, TargetStream, seed_epoch, source_loader
-from training.datasets import load_dataset, load_unlabelled_images
+from training.core.datasets import load_dataset, load_unlabelled_images
 from training.losses import target_pseudo_labels
 from training.transforms import eval_transform, read_rgb, train_transform
 

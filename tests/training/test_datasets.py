@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 from PIL import Image
 
-from training.datasets import (
+from training.core.datasets import (
     ImageName,
     Sample,
     UnlabelledSample,
@@ -20,7 +20,7 @@ from training.datasets import (
     parse_market1501_name,
     parse_reid_name,
 )
-from training.errors import ReIDError
+from training.core.errors import ReIDError
 
 MARKET = {
     "bounding_box_train": [
@@ -207,6 +207,6 @@ def test_unlabelled_folder_errors(tmp_path):
 
 
 def test_importing_datasets_and_evaluation_does_not_import_torch():
-    code = "import sys, training.datasets, training.evaluation; print('torch' in sys.modules)"
+    code = "import sys, training.core.datasets, training.core.evaluation; print('torch' in sys.modules)"
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.strip() == "False"

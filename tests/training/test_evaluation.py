@@ -7,8 +7,8 @@ import tracemalloc
 import numpy as np
 import pytest
 
-from training.errors import ReIDError
-from training.evaluation import EvalResult, euclidean_distmat, evaluate, evaluate_features
+from training.core.errors import ReIDError
+from training.core.evaluation import EvalResult, euclidean_distmat, evaluate, evaluate_features
 
 
 def reference_evaluate(distmat, q_pids, g_pids, q_camids, g_camids, max_rank):

@@ -12,8 +12,8 @@ from PIL import Image
 
 from training.checkpoint import Checkpoint, save_checkpoint
 from training.cli.evaluate import main
-from training.datasets import load_dataset
-from training.evaluation import evaluate_features
+from training.core.datasets import load_dataset
+from training.core.evaluation import evaluate_features
 from training.features import extract_features
 from training.model import ModelConfig, ReIDModel
 

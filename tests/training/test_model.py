@@ -11,7 +11,7 @@ import torch
 import torch.nn.functional as F
 import torchvision
 
-from training.errors import ReIDError
+from training.core.errors import ReIDError
 from training.model import (
     EMBEDDING_KINDS,
     ModelConfig,

@@ -9,7 +9,7 @@ import pytest
 import torch
 from torch.utils.data import DataLoader, TensorDataset
 
-from training.errors import ReIDError
+from training.core.errors import ReIDError
 from training.samplers import PKSampler
 
 

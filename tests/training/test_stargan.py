@@ -16,7 +16,7 @@ from PIL import Image
 from training.checkpoint import Checkpoint, save_checkpoint
 from training.cli.camstyle import main
 from training.cli.synth import main as synth_main
-from training.datasets import load_unlabelled_images, parse_market1501_name
+from training.core.datasets import load_unlabelled_images, parse_market1501_name
 from training.model import ModelConfig, ReIDModel
 from training.stargan import (
     Discriminator,

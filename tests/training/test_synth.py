@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 
 from training.cli.synth import main
-from training.datasets import load_dataset
+from training.core.datasets import load_dataset
 from training.synth import get_domain, make_identity, render_camstyle, render_person
 from training.synth.writer import SynthConfig, plan_dataset
 

@@ -11,7 +11,7 @@ from train_data import tiny_args
 from training import distributed
 from training.checkpoint import load_checkpoint
 from training.cli.train import main
-from training.errors import ReIDError
+from training.core.errors import ReIDError
 from training.losses import UDALoss
 from training.model import ReIDModel
 from training.runlog import read_log

@@ -10,8 +10,8 @@ from typing import Any
 
 import torch
 
-from training.datasets import SPLIT_FOLDERS, UnlabelledSample, load_unlabelled_images
-from training.errors import ReIDError, run_cli
+from training.core.datasets import SPLIT_FOLDERS, UnlabelledSample, load_unlabelled_images
+from training.core.errors import ReIDError, run_cli
 from training.stargan.checkpoint import CHECKPOINT_NAME, load_stargan
 from training.stargan.data import count_cameras
 from training.stargan.generation import generate_camstyle, sheet_rows, write_sample_sheet

@@ -6,9 +6,9 @@ import argparse
 import json
 
 from training.checkpoint import load_checkpoint
-from training.datasets import load_dataset
+from training.core.datasets import load_dataset
 from training.distributed import resolve_device
-from training.errors import ReIDError, run_cli
+from training.core.errors import ReIDError, run_cli
 from training.features import evaluate_model, metrics_record
 from training.model import EMBEDDING_KINDS
 

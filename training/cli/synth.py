@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 import time
 
-from training.errors import ReIDError, run_cli
+from training.core.errors import ReIDError, run_cli
 from training.synth.domains import DOMAINS
 from training.synth.naming import NAMINGS
 from training.synth.writer import SynthConfig, write_domains

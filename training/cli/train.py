@@ -6,7 +6,7 @@ import argparse
 import os
 import logging
 
-from training.errors import ReIDError, run_cli
+from training.core.errors import ReIDError, run_cli
 from training.model import BACKBONES, EMBEDDING_KINDS
 from training.trainer import MODES, TrainConfig, resume_config, train
 

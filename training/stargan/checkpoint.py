@@ -15,7 +15,7 @@ from typing import Any
 from torch import Tensor
 
 from training.checkpoint import load_weights, read_torch_payload, write_torch_payload
-from training.errors import ReIDError
+from training.core.errors import ReIDError
 from training.stargan.model import Generator, StarGANConfig
 
 STARGAN_FORMAT = "reid-stargan"

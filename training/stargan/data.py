@@ -11,8 +11,8 @@ from torch import Tensor
 from torch.utils.data import Dataset
 from torchvision.transforms import functional as TF
 
-from training.datasets import UnlabelledSample
-from training.errors import ReIDError
+from training.core.datasets import UnlabelledSample
+from training.core.errors import ReIDError
 from training.transforms import read_rgb, to_tensor
 
 

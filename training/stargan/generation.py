@@ -21,9 +21,9 @@ from PIL import Image, ImageDraw
 from torch.utils.data import DataLoader
 from tqdm import tqdm
 
-from training.datasets import UnlabelledSample
-from training.errors import ReIDError
-from training.fileio import atomic_write_bytes, atomic_write_with
+from training.core.datasets import UnlabelledSample
+from training.core.errors import ReIDError
+from training.core.fileio import atomic_write_bytes, atomic_write_with
 from training.stargan.data import CameraImages, to_uint8
 from training.stargan.model import Generator
 from training.synth.naming import camstyle_name

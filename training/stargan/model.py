@@ -14,7 +14,7 @@ from typing import Any, NamedTuple
 import torch
 from torch import Tensor, nn
 
-from training.errors import ReIDError
+from training.core.errors import ReIDError
 
 
 @dataclass(frozen=True)

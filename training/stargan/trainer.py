@@ -15,8 +15,8 @@ from torch import Tensor
 from torch.utils.data import DataLoader
 from tqdm import tqdm
 
-from training.datasets import UnlabelledSample
-from training.errors import ReIDError
+from training.core.datasets import UnlabelledSample
+from training.core.errors import ReIDError
 from training.stargan.checkpoint import CHECKPOINT_NAME, StarGANCheckpoint, load_stargan, save_stargan
 from training.stargan.data import CameraImage, CameraImages, count_cameras
 from training.stargan.losses import camera_classification_loss, critic_loss, gradient_penalty, reconstruction_loss

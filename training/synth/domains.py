@@ -16,7 +16,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from training.errors import ReIDError
+from training.core.errors import ReIDError
 
 RGB = tuple[float, float, float]
 

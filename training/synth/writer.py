@@ -26,8 +26,8 @@ import numpy as np
 from PIL import Image
 from tqdm import tqdm
 
-from training.errors import ReIDError
-from training.fileio import atomic_write_bytes
+from training.core.errors import ReIDError
+from training.core.fileio import atomic_write_bytes
 from training.synth.domains import DomainSpec, get_domain
 from training.synth.identity import Identity, make_identity
 from training.synth.naming import NAMINGS, FrameStamp, camstyle_name, image_name

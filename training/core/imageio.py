@@ -24,7 +24,7 @@ from typing import BinaryIO, Literal, Union
 import numpy as np
 from PIL import Image, ImageOps, UnidentifiedImageError
 
-from training.errors import ReIDError
+from training.core.errors import ReIDError
 
 #: Formats we decode. GIF/TIFF/ICO/... are refused: they are not how crops arrive and
 #: each extra decoder is extra attack surface on an upload endpoint.

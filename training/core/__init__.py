@@ -1,0 +1,14 @@
+"""The torch-free core that training and serving share.
+
+Rule: modules in this package import only the standard library, numpy, Pillow and tqdm (for
+progress bars), and nothing else of ours outside ``training.core``. The serving side
+(``export.runtime``, ``index``, ``server``) imports from here and never from the rest of
+``training``, so a serving install needs no torch; ``tests/test_core_imports.py`` checks it.
+
+* ``errors``: the user-facing error type and the one-line CLI convention;
+* ``fileio``: crash-safe (atomic, fsynced) file writes;
+* ``datasets``: the ReID file-name grammar, image suffixes, Market-1501/DukeMTMC-reID layouts;
+* ``imageio``: the one image decoder used by training, evaluation and serving;
+* ``evaluation``: mAP / CMC / mINP under the Market-1501 protocol;
+* ``cores``: how many CPU cores this process may use.
+"""
