@@ -13,6 +13,7 @@ from training.core.datasets import (
     ImageName,
     Sample,
     UnlabelledSample,
+    camid_of,
     detect_layout,
     load_dataset,
     load_unlabelled_images,
@@ -61,25 +62,37 @@ def write_dataset(root: Path, layout: dict[str, list[str]]) -> Path:
     return root
 
 
-def test_market_names_parse_to_pid_and_zero_based_camid():
-    assert parse_market1501_name("0002_c1s1_000451_03.jpg") == ImageName(pid=2, camid=0)
-    assert parse_market1501_name(Path("/data/x/1501_c6s4_001877_00.jpg")) == ImageName(1501, 5)
-    assert parse_market1501_name("-1_c3s2_000001_00.jpg") == ImageName(-1, 2)
-    assert parse_market1501_name("0000_c1s1_000001_00.jpg") == ImageName(0, 0)
+def test_market_names_parse_to_pid_file_name_camera_and_frame():
+    assert parse_market1501_name("0002_c1s1_000451_03.jpg") == ImageName(pid=2, camera=1, frame=451)
+    assert parse_market1501_name(Path("/data/x/1501_c6s4_001877_00.jpg")) == ImageName(1501, 6, 1877)
+    assert parse_market1501_name("-1_c3s2_000001_00.jpg") == ImageName(-1, 3, 1)
+    assert parse_market1501_name("0000_c1s1_000001_00.jpg") == ImageName(0, 1, 1)
     # a camera-style copy keeps the labels of the image it was made from
-    assert parse_market1501_name("0002_c1s1_000451_03_fake_4.jpg") == ImageName(2, 0)
+    assert parse_market1501_name("0002_c1s1_000451_03_fake_4.jpg") == ImageName(2, 1, 451)
 
 
-def test_duke_names_parse_to_pid_and_zero_based_camid():
-    assert parse_dukemtmc_name("0005_c2_f0046985.jpg") == ImageName(pid=5, camid=1)
-    assert parse_dukemtmc_name("7140_c8_f0000001.png") == ImageName(7140, 7)
+def test_duke_names_parse_to_pid_file_name_camera_and_frame():
+    assert parse_dukemtmc_name("0005_c2_f0046985.jpg") == ImageName(pid=5, camera=2, frame=46985)
+    assert parse_dukemtmc_name("7140_c8_f0000001.png") == ImageName(7140, 8, 1)
+    assert parse_dukemtmc_name("0005_c2_f0046985_fake_3.jpg") == ImageName(5, 2, 46985)
 
 
 def test_parse_either_layout():
-    assert parse_reid_name("0002_c1s1_000451_03.jpg") == ImageName(2, 0)
-    assert parse_reid_name("0005_c2_f0046985.jpg") == ImageName(5, 1)
+    assert parse_reid_name("0002_c1s1_000451_03.jpg") == ImageName(2, 1, 451)
+    assert parse_reid_name("0005_c2_f0046985.jpg") == ImageName(5, 2, 46985)
     with pytest.raises(ReIDError, match=r"'cat\.jpg'.*Market-1501.*DukeMTMC-reID"):
         parse_reid_name("cat.jpg")
+
+
+def test_training_camid_is_the_file_name_camera_minus_one(tmp_path):
+    """Only training's tensors are 0-based: c1 -> camid 0 in Sample and UnlabelledSample."""
+    assert camid_of(parse_reid_name("0002_c1s1_000451_03.jpg")) == 0
+    assert camid_of(parse_reid_name("0005_c8_f0046985.jpg")) == 7
+    names = ["0001_c1s1_000001_00.jpg", "0001_c3s1_000002_00.jpg"]
+    root = write_dataset(tmp_path, {"bounding_box_train": names, "query": names, "bounding_box_test": names})
+    data = load_dataset(root)
+    assert [s.camid for s in data.train] == [0, 2] and data.num_cameras == 3
+    assert [s.camid for s in load_unlabelled_images(root)] == [0, 2]
 
 
 @pytest.mark.parametrize(

@@ -7,9 +7,14 @@ Both layouts hold three flat folders of crops, ``bounding_box_train`` (training 
   pid ``-1`` marks junk boxes, pid ``0`` (``0000_...``) distractors.
 * DukeMTMC-reID: ``0005_c2_f0046985.jpg`` = pid 5, camera 2, frame 46985.
 
-Camera ids are 0-based everywhere in this project: camera ``c1`` in a file name is
-``camid == 0``, ``c6`` is ``camid == 5``. ``num_cameras`` is one more than the largest camid
-seen, so a camera one-hot of length ``num_cameras`` indexes by ``camid`` directly.
+One grammar serves the whole project: :func:`parse_reid_name` (and the two per-layout parsers)
+return :class:`ImageName` ``(pid, camera, frame)``, where ``camera`` is the number written in
+the file name (``c1`` -> 1) and ``frame`` the frame number as an int. That is the camera number
+every user-facing tool shows and accepts. Training alone turns it into a 0-based ``camid``,
+because ``camid`` indexes tensors (camera one-hots, StarGAN domains): :func:`camid_of` is that
+one conversion, applied by the loaders to :class:`Sample` and :class:`UnlabelledSample`.
+``num_cameras`` is one more than the largest camid seen, so a camera one-hot of length
+``num_cameras`` indexes by ``camid`` directly.
 
 Text after the box / frame number is allowed (``0002_c1s1_000451_03_fake_2.jpg`` parses as the
 image it was made from), so camera-style copies keep the labels of their originals.
@@ -37,6 +42,7 @@ __all__ = [
     "Sample",
     "UnlabelledSample",
     "ReIDDataset",
+    "camid_of",
     "parse_market1501_name",
     "parse_dukemtmc_name",
     "parse_reid_name",
@@ -53,17 +59,25 @@ DISTRACTOR_PID = 0
 # split name -> folder name, the same in both layouts
 SPLIT_FOLDERS = {"train": "bounding_box_train", "query": "query", "gallery": "bounding_box_test"}
 
-_MARKET_RE = re.compile(r"^(?P<pid>-?\d+)_c(?P<cam>\d+)s\d+_\d+_\d+(?:_[^.]*)?\.[A-Za-z]+$")
-_DUKE_RE = re.compile(r"^(?P<pid>-?\d+)_c(?P<cam>\d+)_f\d+(?:_[^.]*)?\.[A-Za-z]+$")
+_MARKET_RE = re.compile(
+    r"^(?P<pid>-?\d+)_c(?P<cam>\d+)s\d+_(?P<frame>\d+)_\d+(?:_[^.]*)?\.[A-Za-z]+$"
+)
+_DUKE_RE = re.compile(r"^(?P<pid>-?\d+)_c(?P<cam>\d+)_f(?P<frame>\d+)(?:_[^.]*)?\.[A-Za-z]+$")
 _MARKET_EXAMPLE = "<pid>_c<camera>s<sequence>_<frame>_<box>.jpg, e.g. 0002_c1s1_000451_03.jpg"
 _DUKE_EXAMPLE = "<pid>_c<camera>_f<frame>.jpg, e.g. 0005_c2_f0046985.jpg"
 
 
 class ImageName(NamedTuple):
-    """Labels encoded in a ReID file name. ``camid`` is 0-based (``c1`` -> 0)."""
+    """Labels encoded in a ReID file name.
+
+    ``pid``: identity (-1 junk, 0 distractor); ``camera``: the camera number as written in the
+    name (``c1`` -> 1, always >= 1); ``frame``: the frame number (Market-1501 ``_000451_`` ->
+    451, DukeMTMC-reID ``_f0046985`` -> 46985).
+    """
 
     pid: int
-    camid: int
+    camera: int
+    frame: int
 
 
 class Sample(NamedTuple):
@@ -71,7 +85,7 @@ class Sample(NamedTuple):
 
     ``pid``: identity; in ``ReIDDataset.train`` the relabelled 0..N-1 class index, in
     ``query``/``gallery`` the pid from the file name (0 = distractor).
-    ``camid``: 0-based camera index (file name ``c1`` -> 0).
+    ``camid``: 0-based camera index for tensors (file name ``c1`` -> 0, see :func:`camid_of`).
     """
 
     path: Path
@@ -80,7 +94,8 @@ class Sample(NamedTuple):
 
 
 class UnlabelledSample(NamedTuple):
-    """One crop of a domain without identity labels; ``camid`` is 0-based (``c1`` -> 0)."""
+    """One crop of a domain without identity labels; ``camid`` is 0-based (``c1`` -> 0,
+    see :func:`camid_of`)."""
 
     path: Path
     camid: int
@@ -132,13 +147,22 @@ def _parse_with(
     pid = int(match["pid"])
     if pid < JUNK_PID:
         raise ReIDError(f"cannot parse file name {os.fspath(name)!r}: pid must be >= -1, got {pid}")
-    return ImageName(pid=pid, camid=camera - 1)
+    return ImageName(pid=pid, camera=camera, frame=int(match["frame"]))
+
+
+def camid_of(name: ImageName) -> int:
+    """The 0-based camera index training uses for tensors: ``c1`` -> 0, ``c6`` -> 5.
+
+    The only place a file-name camera number becomes a ``camid``; everything outside
+    training's tensors (the gallery, the server, the CLIs) keeps ``name.camera``.
+    """
+    return name.camera - 1
 
 
 def parse_market1501_name(name: str | os.PathLike[str]) -> ImageName:
     """Parse a Market-1501 file name (only the last path component is read).
 
-    ``0002_c1s1_000451_03.jpg`` -> ``ImageName(pid=2, camid=0)``; ``-1_c3s2_...`` -> pid -1
+    ``0002_c1s1_000451_03.jpg`` -> ``ImageName(pid=2, camera=1, frame=451)``; ``-1_c3s2_...`` -> pid -1
     (junk); ``0000_...`` -> pid 0 (distractor). Raises :class:`ReIDError` naming the file and
     the expected pattern when the name does not fit.
     """
@@ -146,7 +170,7 @@ def parse_market1501_name(name: str | os.PathLike[str]) -> ImageName:
 
 
 def parse_dukemtmc_name(name: str | os.PathLike[str]) -> ImageName:
-    """Parse a DukeMTMC-reID file name: ``0005_c2_f0046985.jpg`` -> ``ImageName(5, 1)``.
+    """Parse a DukeMTMC-reID file name: ``0005_c2_f0046985.jpg`` -> ``ImageName(5, 2, 46985)``.
 
     Raises :class:`ReIDError` naming the file and the expected pattern.
     """
@@ -260,10 +284,10 @@ def load_dataset(root: str | os.PathLike[str], layout: str = "auto") -> ReIDData
     for split, paths in images.items():
         samples = []
         for path in paths:
-            pid, camid = parse(path)
-            if pid == JUNK_PID or (pid == DISTRACTOR_PID and split != "gallery"):
+            name = parse(path)
+            if name.pid == JUNK_PID or (name.pid == DISTRACTOR_PID and split != "gallery"):
                 continue
-            samples.append(Sample(path, pid, camid))
+            samples.append(Sample(path, name.pid, camid_of(name)))
         if not samples:
             folder = root_path / SPLIT_FOLDERS[split]
             raise ReIDError(
@@ -306,4 +330,4 @@ def load_unlabelled_images(
             f"no images (.jpg/.jpeg/.png) in {path}: expected the target domain's training images"
         )
     parse = LAYOUTS[_resolve_layout(layout, images)]
-    return [UnlabelledSample(p, parse(p).camid) for p in images]
+    return [UnlabelledSample(p, camid_of(parse(p))) for p in images]
