@@ -240,17 +240,18 @@ def index_files(
     paths: Sequence[str | os.PathLike[str]],
     *,
     pid: int | None = None,
-    camid: int | None = None,
+    camera: int | None = None,
     timestamp: float | None = None,
     batch_size: int = 64,
     workers: int | None = None,
     decode: str = "auto",
     progress: bool = False,
 ) -> BuildReport:
-    """Index these crop files with the same labels for all (None = unknown); the entry point
+    """Index these crop files with the same labels for all (None = unknown; ``camera`` is the
+    file-name number, c1 is 1); the entry point
     for a server or script holding an open gallery and embedder. Content already in the
     gallery is skipped; bad files come back in ``report.failures``."""
-    images = [SourceImage(Path(p), pid, camid, timestamp) for p in paths]
+    images = [SourceImage(Path(p), pid, camera, timestamp) for p in paths]
     return index_images(gallery, embedder, images, batch_size=batch_size, workers=workers, decode=decode,
                         progress=progress, total=len(images))
 
@@ -295,7 +296,7 @@ def _add_batch(gallery: Gallery, embedder: Embedder, batch: list[_Prepared], rep
     todo = list(fresh.values())
     vectors = embedder.embed_arrays(np.stack([p.pixels for p in todo]))  # (b, D) float32
     records = [
-        ItemRecord(path=str(p.image.path), pid=p.image.pid, camid=p.image.camid,  # type: ignore[union-attr]
+        ItemRecord(path=str(p.image.path), pid=p.image.pid, camera=p.image.camera,  # type: ignore[union-attr]
                    timestamp=p.image.timestamp, content_hash=p.content_hash)  # type: ignore[union-attr]
         for p in todo
     ]

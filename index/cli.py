@@ -2,7 +2,7 @@
 
 A thin layer over :mod:`index.bulk`, :mod:`index.sources`, :mod:`index.evaluation` and
 :class:`index.gallery.Gallery`; see docs/indexing.md. Cameras on the command line and in
-tables are numbered as in file names (``c1`` = camera 1); the library's ``camid`` is 0-based.
+tables are numbered as in file names (``c1`` = camera 1), as they are stored in the gallery.
 """
 
 from __future__ import annotations
@@ -28,7 +28,7 @@ from index.faiss_index import INDEX_TYPES
 from index.gallery import DEFAULT_CHECKPOINT_EVERY, Gallery
 from index.manifest import IndexSpec
 from index.records import GalleryItem
-from index.sources import TIMESTAMP_SOURCES, SourceImage, discover, frame_number, iter_sources
+from index.sources import TIMESTAMP_SOURCES, SourceImage, discover, iter_sources
 from training.core.datasets import load_dataset, parse_reid_name
 from training.core.errors import ReIDError, run_cli
 
@@ -54,11 +54,11 @@ def _positive(text: str) -> int:
 
 
 def _camera(text: str) -> int:
-    """A camera number as written in file names (c3 or 3) -> 0-based camid."""
+    """A camera number as written in file names: ``c3`` or ``3`` -> 3."""
     digits = text[1:] if text[:1] in "cC" else text
     if not digits.isdigit() or int(digits) < 1:
         raise argparse.ArgumentTypeError(f"expected a camera number >= 1 such as 3 or c3, got {text!r}")
-    return int(digits) - 1
+    return int(digits)
 
 
 def _model_args(parser: argparse.ArgumentParser) -> None:
@@ -189,15 +189,15 @@ def _add(args: argparse.Namespace) -> int:
     images = []
     for path in args.files:
         try:
-            pid, camid = parse_reid_name(path)
+            name = parse_reid_name(path)
+            pid, camera, frame = name.pid, name.camera, float(name.frame)
         except ReIDError:
-            pid, camid = None, None
-        frame = frame_number(path)
+            pid, camera, frame = None, None, None
         images.append(SourceImage(
             path,
             args.pid if args.pid is not None else pid,
-            args.camera if args.camera is not None else camid,
-            args.timestamp if args.timestamp is not None else (None if frame is None else float(frame)),
+            args.camera if args.camera is not None else camera,
+            args.timestamp if args.timestamp is not None else frame,
         ))
     with Gallery.open(args.gallery, expected_dim=embedder.embedding_dim,
                       expected_fingerprint=embedder.fingerprint, device=_faiss_device(args)) as gallery:
@@ -227,11 +227,11 @@ def _stats(args: argparse.Namespace) -> int:
         spec = gallery.spec
     if args.json:
         out = asdict(stats)
-        out["per_camera"] = {("unknown" if c is None else str(c + 1)): n for c, n in stats.per_camera.items()}
+        out["per_camera"] = {("unknown" if c is None else str(c)): n for c, n in stats.per_camera.items()}
         out["spec"] = asdict(spec)
         print(json.dumps(out, indent=2))
         return 0
-    cams = ", ".join(f"{'?' if c is None else f'c{c + 1}'}: {n}"
+    cams = ", ".join(f"{_camera_name(c) if c is not None else '?'}: {n}"
                      for c, n in sorted(stats.per_camera.items(), key=lambda kv: (kv[0] is None, kv[0] or 0)))
     index = stats.index_type + ("" if stats.active_index == stats.index_type
                                 else f" (searching {stats.active_index} until trained)")
@@ -275,13 +275,14 @@ def _eval(args: argparse.Namespace) -> int:
         folder = scratch / "gallery"
     try:
         with open_or_create(folder, embedder, _spec(args), device=_faiss_device(args), checkpoint_every=None) as gallery:
-            images = [SourceImage(s.path, s.pid, s.camid, _frame(s.path)) for s in data.gallery]
+            images = [_labelled_image(s.path) for s in data.gallery]
             index_images(gallery, embedder, images, batch_size=args.batch_size, workers=args.workers,
                          decode=args.decode, progress=not args.quiet, total=len(images))
             qf = embed_files(embedder, [s.path for s in data.query], workers=args.workers, decode=args.decode,
                              progress=not args.quiet)
             result = evaluate_gallery(gallery, qf, np.array([s.pid for s in data.query]),
-                                      np.array([s.camid for s in data.query]), progress=not args.quiet)
+                                      np.array([parse_reid_name(s.path).camera for s in data.query]),
+                                      progress=not args.quiet)
             n_gallery, index_type = len(gallery), gallery.spec.index_type
     finally:
         if scratch is not None:
@@ -301,9 +302,10 @@ def _eval(args: argparse.Namespace) -> int:
 # -- output helpers -------------------------------------------------------------------------
 
 
-def _frame(path: Path) -> float | None:
-    frame = frame_number(path)
-    return None if frame is None else float(frame)
+def _labelled_image(path: Path) -> SourceImage:
+    """A data set crop with its file-name labels (the gallery stores file-name cameras)."""
+    name = parse_reid_name(path)
+    return SourceImage(path, name.pid, name.camera, float(name.frame))
 
 
 def _human_bytes(n: int) -> str:
@@ -314,8 +316,8 @@ def _human_bytes(n: int) -> str:
     raise AssertionError("unreachable")
 
 
-def _camera_name(camid: int | None) -> str:
-    return "-" if camid is None else f"c{camid + 1}"
+def _camera_name(camera: int | None) -> str:
+    return "-" if camera is None else f"c{camera}"
 
 
 def _optional(value: object) -> str:
@@ -337,7 +339,7 @@ def _print_matches(matches: Sequence[tuple[float, GalleryItem]], as_json: bool) 
     print(f"{'rank':>4}  {'distance':>9}  {'id':>7}  {'pid':>5}  {'camera':>6}  {'time':>9}  path")
     for rank, (distance, item) in enumerate(matches, 1):
         print(f"{rank:>4}  {distance:>9.4f}  {item.id:>7}  {_optional(item.pid):>5}  "
-              f"{_camera_name(item.camid):>6}  {_optional(item.timestamp):>9}  {item.path or '-'}")
+              f"{_camera_name(item.camera):>6}  {_optional(item.timestamp):>9}  {item.path or '-'}")
     if not matches:
         print("(no gallery item passes the filters)")
 
@@ -349,7 +351,7 @@ def _print_identities(people: Sequence, as_json: bool) -> None:
         return
     print(f"{'rank':>4}  {'pid':>5}  {'distance':>9}  items (id camera distance)")
     for rank, person in enumerate(people, 1):
-        items = ", ".join(f"{m.item.id} {_camera_name(m.item.camid)} {m.distance:.4f}" for m in person.items)
+        items = ", ".join(f"{m.item.id} {_camera_name(m.item.camera)} {m.distance:.4f}" for m in person.items)
         print(f"{rank:>4}  {person.pid:>5}  {person.distance:>9.4f}  {items}")
     if not people:
         print("(no labelled gallery item passes the filters)")

@@ -21,18 +21,18 @@ from training.core.evaluation import EvalResult, evaluate
 _QUERY_BLOCK = 64
 
 
-def evaluate_gallery(gallery: Gallery, qf: np.ndarray, q_pids: np.ndarray, q_camids: np.ndarray, *,
+def evaluate_gallery(gallery: Gallery, qf: np.ndarray, q_pids: np.ndarray, q_cameras: np.ndarray, *,
                      max_rank: int = 50, progress: bool = False) -> EvalResult:
     """mAP / CMC / mINP of queries ``qf`` (n_query, dim) float32 against every gallery item.
 
     Every gallery item needs a pid and a camera (pid 0 = distractor, -1 = junk, ignored as
-    the protocol says). Raises ReIDError for an empty or unlabelled gallery.
+    the protocol says); ``q_cameras`` are file-name camera numbers like the gallery's. Raises ReIDError for an empty or unlabelled gallery.
     """
     labels = gallery.labels()
     n_gallery = labels.ids.size
     if n_gallery == 0:
         raise ReIDError(f"gallery {gallery.path} is empty: nothing to evaluate against")
-    unlabelled = int((~labels.has_pid | ~labels.has_camid).sum())
+    unlabelled = int((~labels.has_pid | ~labels.has_camera).sum())
     if unlabelled:
         raise ReIDError(f"gallery {gallery.path} has {unlabelled} item(s) without an identity or camera: "
                         "evaluation needs crops named like Market-1501/DukeMTMC-reID")
@@ -45,4 +45,4 @@ def evaluate_gallery(gallery: Gallery, qf: np.ndarray, q_pids: np.ndarray, q_cam
             columns = np.searchsorted(labels.ids, hits.I[rows, slots])
             distmat[start + rows, columns] = hits.D[rows, slots]
             bar.update(hits.I.shape[0])
-    return evaluate(distmat, q_pids, labels.pids, q_camids, labels.camids, max_rank=max_rank)
+    return evaluate(distmat, q_pids, labels.pids, q_cameras, labels.cameras, max_rank=max_rank)

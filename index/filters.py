@@ -16,14 +16,14 @@ from training.core.errors import ReIDError
 
 
 class FilterColumns:
-    """pid, camid, timestamp and liveness per gallery id."""
+    """pid, camera (file-name number), timestamp and liveness per gallery id."""
 
     def __init__(self) -> None:
         self._alive = np.zeros(0, dtype=bool)
         self._has_pid = np.zeros(0, dtype=bool)
         self._has_cam = np.zeros(0, dtype=bool)
         self._pid = np.zeros(0, dtype=np.int64)
-        self._camid = np.zeros(0, dtype=np.int64)
+        self._camera = np.zeros(0, dtype=np.int64)
         self._ts = np.zeros(0, dtype=np.float64)  # NaN when unknown
 
     def _grow(self, max_id: int) -> None:
@@ -32,7 +32,7 @@ class FilterColumns:
             return
         new = max(max_id + 1, 2 * size, 1024)
         for name, fill in (("_alive", False), ("_has_pid", False), ("_has_cam", False),
-                           ("_pid", 0), ("_camid", 0), ("_ts", np.nan)):
+                           ("_pid", 0), ("_camera", 0), ("_ts", np.nan)):
             old = getattr(self, name)
             grown = np.full(new, fill, dtype=old.dtype)
             grown[:size] = old
@@ -47,8 +47,8 @@ class FilterColumns:
         self._alive[ids] = True
         self._has_pid[ids] = [r.pid is not None for r in records]
         self._pid[ids] = [0 if r.pid is None else int(r.pid) for r in records]
-        self._has_cam[ids] = [r.camid is not None for r in records]
-        self._camid[ids] = [0 if r.camid is None else int(r.camid) for r in records]
+        self._has_cam[ids] = [r.camera is not None for r in records]
+        self._camera[ids] = [0 if r.camera is None else int(r.camera) for r in records]
         self._ts[ids] = [np.nan if r.timestamp is None else float(r.timestamp) for r in records]
 
     def remove(self, ids: np.ndarray) -> None:
@@ -69,6 +69,7 @@ class FilterColumns:
         """Boolean mask over ids ``[0, capacity)`` of live items passing every filter given,
         or None when no filter is given (everything live passes).
 
+        Cameras are file-name numbers (``c1`` is 1).
         ``cameras`` keeps only items from those cameras (unknown camera fails);
         ``exclude_cameras`` drops items from those cameras (unknown camera passes);
         ``time_range=(start, end)`` keeps ``start <= timestamp <= end``, either bound may be
@@ -78,9 +79,9 @@ class FilterColumns:
             return None
         keep = self._alive.copy()
         if cameras is not None:
-            keep &= self._has_cam & np.isin(self._camid, _int_list(cameras, "cameras"))
+            keep &= self._has_cam & np.isin(self._camera, _int_list(cameras, "cameras"))
         if exclude_cameras is not None:
-            keep &= ~(self._has_cam & np.isin(self._camid, _int_list(exclude_cameras, "exclude_cameras")))
+            keep &= ~(self._has_cam & np.isin(self._camera, _int_list(exclude_cameras, "exclude_cameras")))
         if time_range is not None:
             start, end = _time_range(time_range)
             known = ~np.isnan(self._ts)
@@ -103,19 +104,19 @@ class FilterColumns:
         return self._pid[ids]
 
     def labels(self) -> GalleryLabels:
-        """pid and camid of every live item, ascending by id (-1 where unknown)."""
+        """pid and camera of every live item, ascending by id (-1 where unknown)."""
         ids = np.flatnonzero(self._alive).astype(np.int64)
         pids = np.where(self._has_pid[ids], self._pid[ids], -1)
-        camids = np.where(self._has_cam[ids], self._camid[ids], -1)
-        return GalleryLabels(ids=ids, pids=pids, camids=camids,
-                             has_pid=self._has_pid[ids].copy(), has_camid=self._has_cam[ids].copy())
+        cameras = np.where(self._has_cam[ids], self._camera[ids], -1)
+        return GalleryLabels(ids=ids, pids=pids, cameras=cameras,
+                             has_pid=self._has_pid[ids].copy(), has_camera=self._has_cam[ids].copy())
 
     def summary(self) -> tuple[int, int, dict[int | None, int]]:
         """(distinct pids, unlabelled items, items per camera with None for unknown)."""
         alive = self._alive
         identities = int(np.unique(self._pid[alive & self._has_pid]).size)
         unlabelled = int((alive & ~self._has_pid).sum())
-        cams, counts = np.unique(self._camid[alive & self._has_cam], return_counts=True)
+        cams, counts = np.unique(self._camera[alive & self._has_cam], return_counts=True)
         per_camera: dict[int | None, int] = dict(zip(cams.tolist(), counts.tolist(), strict=True))
         unknown = int((alive & ~self._has_cam).sum())
         if unknown:
@@ -125,11 +126,11 @@ class FilterColumns:
 
 def _int_list(values: Iterable[int], name: str) -> list[int]:
     if isinstance(values, (str, bytes)):
-        raise ReIDError(f"{name} must be a collection of integer camera ids, got {values!r}")
+        raise ReIDError(f"{name} must be a collection of integer camera numbers (c1 is 1), got {values!r}")
     out = []
     for v in values:
         if isinstance(v, bool) or not isinstance(v, (int, np.integer)):
-            raise ReIDError(f"{name} must hold integer camera ids, got {v!r}")
+            raise ReIDError(f"{name} must hold integer camera numbers (c1 is 1), got {v!r}")
         out.append(int(v))
     return out
 

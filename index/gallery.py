@@ -56,6 +56,7 @@ from index.records import (
     SearchResult,
 )
 from index.store import DB_NAME, MetadataStore
+from index.upgrade import upgrade_gallery
 from training.core.errors import ReIDError
 
 log = logging.getLogger(__name__)
@@ -91,10 +92,13 @@ def _check_record(row: int, rec: object) -> None:
     """Raise ReIDError unless ``rec`` is an ItemRecord whose fields have storable types."""
     if not isinstance(rec, ItemRecord):
         raise ReIDError(f"metadata record {row} must be an ItemRecord, got {type(rec).__name__}")
-    for name in ("pid", "camid"):
+    for name in ("pid", "camera"):
         value = getattr(rec, name)
         if value is not None and (isinstance(value, bool) or not isinstance(value, (int, np.integer))):
             raise ReIDError(f"metadata record {row}: {name} must be an integer or None, got {value!r}")
+    if rec.camera is not None and rec.camera < 1:
+        raise ReIDError(f"metadata record {row}: camera is the number in the file name (c1 is 1), "
+                        f"got {rec.camera!r}")
     ts = rec.timestamp
     if ts is not None and (isinstance(ts, bool) or not isinstance(ts, (int, float, np.integer, np.floating))
                            or not np.isfinite(ts)):
@@ -251,6 +255,12 @@ class Gallery:
         except BaseException:
             _unlock(lock_fd)
             raise
+        try:
+            manifest = upgrade_gallery(folder, store)  # an older format, under the lock
+        except BaseException:
+            store.close()
+            _unlock(lock_fd)
+            raise
         gallery = cls(folder, manifest, store, lock_fd, device, checkpoint_every)
         try:
             gallery._recover()
@@ -354,9 +364,9 @@ class Gallery:
         """Remove every item labelled ``pid``; return how many went."""
         return self._remove(lambda: self._store.remove_column("pid", int(pid)))
 
-    def remove_camera(self, camid: int) -> int:
-        """Remove every item from camera ``camid``; return how many went."""
-        return self._remove(lambda: self._store.remove_column("camid", int(camid)))
+    def remove_camera(self, camera: int) -> int:
+        """Remove every item from ``camera`` (the file-name number, c1 is 1); return how many went."""
+        return self._remove(lambda: self._store.remove_column("camera", int(camera)))
 
     def _remove(self, commit: Callable[[], tuple[np.ndarray, int]]) -> int:
         with self._writer:
@@ -463,7 +473,7 @@ class Gallery:
         return Neighbours(D=D, I=I)
 
     def labels(self) -> GalleryLabels:
-        """pid and camid of every stored item, ascending by id (see :class:`GalleryLabels`)."""
+        """pid and camera of every stored item, ascending by id (see :class:`GalleryLabels`)."""
         with self._rw.read():
             self._check_open()
             return self._filters.labels()
@@ -630,7 +640,7 @@ class Gallery:
         rows = list(self._store.filter_rows())
         if rows:
             ids = np.fromiter((r.id for r in rows), dtype=np.int64, count=len(rows))
-            filters.add(ids, [ItemRecord(pid=r.pid, camid=r.camid, timestamp=r.timestamp) for r in rows])
+            filters.add(ids, [ItemRecord(pid=r.pid, camera=r.camera, timestamp=r.timestamp) for r in rows])
         return filters
 
     def _rebuild_locked(self, already_exclusive: bool = False) -> None:

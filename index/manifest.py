@@ -17,7 +17,11 @@ from training.core.fileio import atomic_write_bytes
 
 MANIFEST_NAME = "manifest.json"
 FORMAT_NAME = "reid-gallery"
-FORMAT_VERSION = 1
+#: 2: cameras are stored as file-name numbers (c1 is 1). Version 1 stored 0-based camids; such
+#: a gallery is still read here and brought to version 2 when opened (index.upgrade).
+FORMAT_VERSION = 2
+#: Versions :func:`read_manifest` accepts; older ones are upgraded on open.
+READABLE_VERSIONS = (1, 2)
 
 
 @dataclass(frozen=True)
@@ -91,10 +95,10 @@ def read_manifest(gallery: Path) -> Manifest:
     if not isinstance(raw, dict) or raw.get("format") != FORMAT_NAME:
         raise ReIDError(f"{path} is not a gallery manifest (expected format {FORMAT_NAME!r})")
     version = raw.get("format_version")
-    if version != FORMAT_VERSION:
+    if isinstance(version, bool) or version not in READABLE_VERSIONS:
         raise ReIDError(
-            f"{path} has gallery format version {version!r}; this software reads version "
-            f"{FORMAT_VERSION}: rebuild the gallery or use a matching release"
+            f"{path} has gallery format version {version!r}; this software reads versions "
+            f"{', '.join(map(str, READABLE_VERSIONS))}: rebuild the gallery or use a matching release"
         )
     try:
         snap = raw.get("snapshot")
@@ -104,6 +108,7 @@ def read_manifest(gallery: Path) -> Manifest:
             spec=IndexSpec(**raw["spec"]),
             created_at=float(raw["created_at"]),
             snapshot=Snapshot(**snap) if snap is not None else None,
+            format_version=int(version),
             metric=str(raw.get("metric", "euclidean")),
             extra=dict(raw.get("extra", {})),
         )

@@ -11,7 +11,8 @@ import numpy as np
 class ItemRecord:
     """Metadata supplied with one vector when it is added to a gallery.
 
-    ``pid`` is the identity label when known; ``camid`` the camera; ``timestamp`` a time or
+    ``pid`` is the identity label when known; ``camera`` the camera number as written in file
+    names (``c1`` -> 1, so >= 1); ``timestamp`` a time or
     frame number in whatever unit the caller uses consistently (the time-range filter compares
     it as a float); ``content_hash`` the hex sha256 of the source file's bytes, used to skip
     content already indexed (see :func:`index.contenthash.sha256_file`).
@@ -19,19 +20,20 @@ class ItemRecord:
 
     path: str | None = None
     pid: int | None = None
-    camid: int | None = None
+    camera: int | None = None
     timestamp: float | None = None
     content_hash: str | None = None
 
 
 @dataclass(frozen=True)
 class GalleryItem:
-    """One stored gallery entry. ``id`` is stable and never reused; ``added_at`` is Unix seconds."""
+    """One stored gallery entry. ``id`` is stable and never reused; ``camera`` is the file-name
+    camera number (``c1`` -> 1); ``added_at`` is Unix seconds."""
 
     id: int
     path: str | None
     pid: int | None
-    camid: int | None
+    camera: int | None
     timestamp: float | None
     content_hash: str | None
     added_at: float
@@ -74,7 +76,8 @@ class IdentityMatch:
 
 @dataclass(frozen=True)
 class GalleryStats:
-    """A summary of a gallery. ``on_disk_bytes`` counts every file in the gallery folder."""
+    """A summary of a gallery. ``per_camera`` maps file-name camera numbers (None = unknown) to
+    item counts; ``on_disk_bytes`` counts every file in the gallery folder."""
 
     count: int
     identities: int
@@ -90,15 +93,15 @@ class GalleryStats:
 
 @dataclass(frozen=True)
 class GalleryLabels:
-    """Labels of every stored item, ascending by id: ``ids`` (n,) int64; ``pids`` and ``camids``
-    (n,) int64 with -1 where unknown, and ``has_pid`` / ``has_camid`` (n,) bool saying which
-    are known (a stored pid may itself be -1, a junk label)."""
+    """Labels of every stored item, ascending by id: ``ids`` (n,) int64; ``pids`` and ``cameras``
+    (file-name camera numbers) (n,) int64 with -1 where unknown, and ``has_pid`` /
+    ``has_camera`` (n,) bool saying which are known (a stored pid may itself be -1, a junk label)."""
 
     ids: np.ndarray
     pids: np.ndarray
-    camids: np.ndarray
+    cameras: np.ndarray
     has_pid: np.ndarray
-    has_camid: np.ndarray
+    has_camera: np.ndarray
 
 
 @dataclass(frozen=True)

@@ -4,15 +4,16 @@ A source folder comes in one of two layouts, recognised from its content:
 
 * **names** — image files directly inside, named like Market-1501 (``0002_c1s1_000451_03.jpg``)
   or DukeMTMC-reID (``0005_c2_f0046985.jpg``): pid, camera and frame come from the name
-  (:func:`training.core.datasets.parse_reid_name`). Junk (pid -1) is skipped unless asked for;
+  (:func:`training.core.datasets.parse_reid_name`, the project's one file-name grammar). Junk (pid -1) is skipped unless asked for;
   distractors (pid 0) are kept, as in a Market-1501 gallery. Subfolders (e.g. ``camstyle/``)
   are ignored.
 * **cameras** — no images directly inside, one subfolder per camera whose name ends in the
   camera number (``c3``, ``cam3``, ``camera_3``, ``3``): the camera comes from the folder
-  name, the identity is unknown. A frame number is still read from file names that carry one.
+  name, the identity is unknown. A frame number is still read from file names that follow
+  either pattern.
 
-Camera numbers are 1-based as in file names and become the project's 0-based ``camid``
-(``c1`` -> 0). Listing happens one folder at a time and records are yielded lazily, so
+A camera is the number in its file or folder name (``c1`` is camera 1), the number users see
+and type everywhere outside training. Listing happens one folder at a time and records are yielded lazily, so
 memory holds one folder's file names, never the images.
 """
 
@@ -35,19 +36,15 @@ CAMERAS = "cameras"
 TIMESTAMP_SOURCES = ("frame", "mtime", "none")
 
 _CAMERA_FOLDER_RE = re.compile(r"^(?:c|cam|camera)?[ _-]?(\d+)$", re.IGNORECASE)
-# Frame numbers: Market-1501 ``<pid>_c<cam>s<seq>_<frame>_<box>``, Duke ``<pid>_c<cam>_f<frame>``.
-# training.core.datasets parses pid and camera only; the frame matters only for indexing.
-_MARKET_FRAME_RE = re.compile(r"^-?\d+_c\d+s\d+_(\d+)_\d+")
-_DUKE_FRAME_RE = re.compile(r"^-?\d+_c\d+_f(\d+)")
 
 
 @dataclass(frozen=True)
 class SourceImage:
-    """One crop to index. ``camid`` is 0-based; None fields are unknown."""
+    """One crop to index. ``camera`` is the file-name number (``c1`` -> 1); None fields are unknown."""
 
     path: Path
     pid: int | None
-    camid: int | None
+    camera: int | None
     timestamp: float | None
 
 
@@ -64,23 +61,24 @@ class SkippedFile:
 @dataclass(frozen=True)
 class SourceFolder:
     """A folder of crops: ``layout`` is ``"names"`` (labels from file names) or one camera's
-    folder (``camid`` from the folder name). ``count`` is how many image files it holds."""
+    folder (``camera`` from the folder name, ``c3`` -> 3). ``count`` is how many image files it holds."""
 
     path: Path
     layout: str
-    camid: int | None
+    camera: int | None
     count: int
 
 
 def frame_number(name: str | os.PathLike[str]) -> int | None:
-    """The frame number in a Market-1501 or DukeMTMC-reID file name, or None."""
-    filename = Path(name).name
-    match = _MARKET_FRAME_RE.match(filename) or _DUKE_FRAME_RE.match(filename)
-    return int(match[1]) if match else None
+    """The frame number in a Market-1501 or DukeMTMC-reID file name, or None for other names."""
+    try:
+        return parse_reid_name(name).frame
+    except ReIDError:
+        return None
 
 
 def camera_from_folder(folder: Path) -> int:
-    """0-based camid from a camera folder name (``c3``, ``cam3``, ``camera_3``, ``3`` -> 2)."""
+    """The camera number in a camera folder name (``c3``, ``cam3``, ``camera_3``, ``3`` -> 3)."""
     match = _CAMERA_FOLDER_RE.match(folder.name)
     if match is None or int(match[1]) < 1:
         raise ReIDError(
@@ -88,7 +86,7 @@ def camera_from_folder(folder: Path) -> int:
             "subfolder is one camera named c<N>, cam<N>, camera_<N> or <N> with N >= 1 "
             "(a data set root? pass its bounding_box_test folder instead)"
         )
-    return int(match[1]) - 1
+    return int(match[1])
 
 
 def discover(sources: Sequence[str | os.PathLike[str]]) -> list[SourceFolder]:
@@ -127,17 +125,18 @@ def iter_folder(folder: SourceFolder, *, keep_junk: bool = False,
     if timestamp not in TIMESTAMP_SOURCES:
         raise ReIDError(f"unknown timestamp source {timestamp!r}; expected one of {', '.join(TIMESTAMP_SOURCES)}")
     for path in list_images(folder.path):
-        pid, camid = None, folder.camid
+        pid, camera = None, folder.camera
         if folder.layout == NAMES:
             try:
-                pid, camid = parse_reid_name(path)
+                name = parse_reid_name(path)
             except ReIDError as exc:
                 yield SkippedFile(path, "bad_name", str(exc))
                 continue
-            if pid == JUNK_PID and not keep_junk:
+            if name.pid == JUNK_PID and not keep_junk:
                 yield SkippedFile(path, "junk", f"{path}: junk box (pid -1)")
                 continue
-        yield SourceImage(path, pid, camid, _timestamp(path, timestamp))
+            pid, camera = name.pid, name.camera
+        yield SourceImage(path, pid, camera, _timestamp(path, timestamp))
 
 
 def iter_sources(folders: Sequence[SourceFolder], *, keep_junk: bool = False,

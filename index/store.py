@@ -33,7 +33,7 @@ CREATE TABLE counter (name TEXT PRIMARY KEY, value INTEGER NOT NULL);
 CREATE TABLE items (
     id INTEGER PRIMARY KEY AUTOINCREMENT,
     pid INTEGER,
-    camid INTEGER,
+    camera INTEGER,
     timestamp REAL,
     path TEXT,
     content_hash TEXT,
@@ -43,7 +43,7 @@ CREATE TABLE items (
 );
 CREATE INDEX items_content_hash ON items (content_hash);
 CREATE INDEX items_pid ON items (pid);
-CREATE INDEX items_camid ON items (camid);
+CREATE INDEX items_camera ON items (camera);
 CREATE INDEX items_add_seq ON items (add_seq);
 CREATE TABLE removals (id INTEGER PRIMARY KEY, seq INTEGER NOT NULL);
 CREATE INDEX removals_seq ON removals (seq);
@@ -57,7 +57,7 @@ class FilterRow:
 
     id: int
     pid: int | None
-    camid: int | None
+    camera: int | None
     timestamp: float | None
 
 
@@ -190,11 +190,11 @@ class MetadataStore:
             seq = self._bump(conn)
             for row, (vec, rec) in enumerate(zip(xb, records, strict=True)):
                 cur = conn.execute(
-                    "INSERT INTO items (pid, camid, timestamp, path, content_hash, added_at,"
+                    "INSERT INTO items (pid, camera, timestamp, path, content_hash, added_at,"
                     " add_seq, vector) VALUES (?, ?, ?, ?, ?, ?, ?, ?) RETURNING id",
                     (
                         _opt_int(rec.pid),
-                        _opt_int(rec.camid),
+                        _opt_int(rec.camera),
                         _opt_float(rec.timestamp),
                         rec.path,
                         rec.content_hash,
@@ -245,12 +245,24 @@ class MetadataStore:
         return self._remove(find)
 
     def remove_column(self, column: str, value: int) -> tuple[np.ndarray, int]:
-        """Remove every item whose ``column`` ("pid" or "camid") equals ``value``."""
-        if column not in ("pid", "camid"):
+        """Remove every item whose ``column`` ("pid" or "camera") equals ``value``."""
+        if column not in ("pid", "camera"):
             raise ValueError(f"cannot remove by column {column!r}")
         return self._remove(
             lambda conn: [r[0] for r in conn.execute(f"SELECT id FROM items WHERE {column} = ?", (value,))]
         )
+
+    def run_script(self, script: str, *, what: str) -> None:
+        """Run ``script`` (SQL statements, no transaction control) as one transaction; on an
+        SQLite error roll back and raise ReIDError saying ``what`` failed. For format upgrades."""
+        conn = self._writer
+        try:
+            conn.execute("BEGIN IMMEDIATE")
+            for statement in filter(str.strip, script.split(";")):
+                conn.execute(statement)
+            conn.execute("COMMIT")
+        except sqlite3.Error as exc:
+            raise self._write_failed(what, exc) from exc
 
     def prune_removals(self, upto_seq: int) -> None:
         """Forget removals a durable snapshot already reflects."""
@@ -264,6 +276,10 @@ class MetadataStore:
     def change_seq(self) -> int:
         row = self._read().execute("SELECT value FROM counter WHERE name = 'change_seq'").fetchone()
         return int(row[0])
+
+    def item_columns(self) -> list[str]:
+        """Names of the ``items`` table's columns (tells a format-1 table from a current one)."""
+        return [row[1] for row in self._read().execute("PRAGMA table_info(items)")]
 
     def count(self) -> int:
         return int(self._read().execute("SELECT COUNT(*) FROM items").fetchone()[0])
@@ -288,7 +304,7 @@ class MetadataStore:
         for chunk in _chunks(wanted):
             q = ",".join("?" * len(chunk))
             for row in conn.execute(
-                "SELECT id, path, pid, camid, timestamp, content_hash, added_at"
+                "SELECT id, path, pid, camera, timestamp, content_hash, added_at"
                 f" FROM items WHERE id IN ({q})",
                 chunk,
             ):
@@ -296,7 +312,7 @@ class MetadataStore:
         return out
 
     def filter_rows(self) -> Iterator[FilterRow]:
-        for row in self._read().execute("SELECT id, pid, camid, timestamp FROM items ORDER BY id"):
+        for row in self._read().execute("SELECT id, pid, camera, timestamp FROM items ORDER BY id"):
             yield FilterRow(*row)
 
     def removals_after(self, seq: int) -> np.ndarray:

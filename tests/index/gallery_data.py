@@ -21,8 +21,8 @@ class Population:
         return np.array([-99 if r.pid is None else r.pid for r in self.records])
 
     @property
-    def camids(self) -> np.ndarray:
-        return np.array([r.camid for r in self.records])
+    def cameras(self) -> np.ndarray:
+        return np.array([r.camera for r in self.records])
 
     @property
     def timestamps(self) -> np.ndarray:
@@ -31,7 +31,7 @@ class Population:
 
 def make_population(n: int, dim: int, seed: int = 0, n_pids: int = 12, n_cams: int = 4,
                     unlabelled_every: int = 0) -> Population:
-    """Random float32 vectors; pid i % n_pids, camera i % n_cams, timestamp i, hash h<i>.
+    """Random float32 vectors; pid i % n_pids, camera 1 + i % n_cams (file-name numbers), timestamp i, hash h<i>.
     Every ``unlabelled_every``-th item has no pid."""
     rng = np.random.default_rng(seed)
     xb = rng.standard_normal((n, dim)).astype(np.float32)
@@ -39,7 +39,7 @@ def make_population(n: int, dim: int, seed: int = 0, n_pids: int = 12, n_cams: i
         ItemRecord(
             path=f"img/{seed}_{i}.jpg",
             pid=None if unlabelled_every and i % unlabelled_every == 0 else int(rng.integers(n_pids)),
-            camid=i % n_cams,
+            camera=1 + i % n_cams,
             timestamp=float(i),
             content_hash=f"{seed:04d}{i:060d}",
         )

@@ -24,7 +24,7 @@ DIM = 64
 def item(j: int) -> tuple[np.ndarray, ItemRecord]:
     vector = np.random.default_rng(j).standard_normal(DIM).astype(np.float32)
     digest = hashlib.sha256(f"item-{j}".encode()).hexdigest()
-    return vector, ItemRecord(path=f"item-{j}.jpg", pid=j % 50, camid=j % 6, timestamp=float(j),
+    return vector, ItemRecord(path=f"item-{j}.jpg", pid=j % 50, camera=1 + j % 6, timestamp=float(j),
                               content_hash=digest)
 
 

@@ -91,7 +91,8 @@ def test_killed_build_leaves_a_whole_gallery_and_resumes(tmp_path: Path, tiny_mo
     assert sorted(Path(item.path) for item in hits) == files  # every file once, none twice
     assert len({item.content_hash for item in hits}) == N_IMAGES
     for item in hits:
-        assert (item.pid, item.camid) == tuple(parse_reid_name(item.path))
+        name = parse_reid_name(item.path)
+        assert (item.pid, item.camera) == (name.pid, name.camera)
 
 
 def test_ctrl_c_stops_cleanly_and_a_rerun_finishes(tmp_path: Path, tiny_model: Path) -> None:

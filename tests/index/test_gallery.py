@@ -60,10 +60,10 @@ def test_flat_search_equals_brute_force_with_removals_and_filters(tmp_path, popu
     np.testing.assert_array_equal(result.I, I)
     np.testing.assert_allclose(result.D, D, rtol=1e-4, atol=1e-4)
 
-    cams, ts = population.camids, population.timestamps
+    cams, ts = population.cameras, population.timestamps
     cases = [
         ({"cameras": [1, 3]}, np.isin(cams, [1, 3])),
-        ({"exclude_cameras": [0]}, cams != 0),
+        ({"exclude_cameras": [1]}, cams != 1),
         ({"time_range": (50.0, 120.0)}, (ts >= 50) & (ts <= 120)),
         ({"time_range": (None, 30.0), "cameras": [2]}, (ts <= 30) & (cams == 2)),
     ]
@@ -77,8 +77,8 @@ def test_flat_search_equals_brute_force_with_removals_and_filters(tmp_path, popu
         for row in result.matches:
             for match in row:
                 record = population.records[int(np.flatnonzero(ids == match.item.id)[0])]
-                assert (match.item.camid, match.item.timestamp, match.item.path) == (
-                    record.camid, record.timestamp, record.path)
+                assert (match.item.camera, match.item.timestamp, match.item.path) == (
+                    record.camera, record.timestamp, record.path)
     gallery.close()
 
 
@@ -244,7 +244,7 @@ def test_bad_inputs_raise_clear_errors(tmp_path):
 
 def test_remove_by_id_pid_and_camera(tmp_path, population):
     gallery, ids = _filled(tmp_path, population)
-    pids, cams = population.pids, population.camids
+    pids, cams = population.pids, population.cameras
     n = len(ids)
     assert gallery.remove([int(ids[0]), int(ids[1]), 10**9]) == 2
     assert gallery.remove([int(ids[0])]) == 0
@@ -282,7 +282,7 @@ def test_stats(tmp_path, population):
     assert stats.count == len(ids)
     assert stats.identities == len(set(population.pids[labelled].tolist()))
     assert stats.unlabelled == (~labelled).sum()
-    assert stats.per_camera == {c: int((population.camids == c).sum()) for c in range(4)}
+    assert stats.per_camera == {c: int((population.cameras == c).sum()) for c in range(1, 5)}
     assert (stats.dim, stats.fingerprint, stats.index_type, stats.device) == (DIM, "model-a", "flat", "cpu")
     assert stats.on_disk_bytes > population.xb.nbytes
     gallery.close()
@@ -304,7 +304,7 @@ def test_identity_aggregation_matches_brute_force(tmp_path, population):
     gallery, ids = _filled(tmp_path, population)
     xq = np.random.default_rng(3).standard_normal((5, DIM)).astype(np.float32)
     keep_all = np.ones(len(ids), dtype=bool)
-    cams = population.camids
+    cams = population.cameras
     cases = [
         ({}, keep_all, None),
         ({"exclude_cameras": [1]}, cams != 1, None),

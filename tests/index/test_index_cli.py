@@ -40,7 +40,7 @@ def write_png(path: Path, seed: int, size: tuple[int, int] = (20, 10)) -> Path:
 
 def stored_rows(gallery: Path) -> list[tuple]:
     with sqlite3.connect(gallery / "gallery.db") as conn:
-        return conn.execute("SELECT id, path, pid, camid, timestamp, content_hash FROM items ORDER BY id").fetchall()
+        return conn.execute("SELECT id, path, pid, camera, timestamp, content_hash FROM items ORDER BY id").fetchall()
 
 
 # ---------------------------------------------------------------- layouts
@@ -54,9 +54,9 @@ def test_market_layout_gives_pids_and_cameras_from_names(capsys, tmp_path, tiny_
     assert f"{len(files)} files: {len(files) - len(junk)} added" in out and f"{len(junk)} junk skipped" in out
     rows = stored_rows(tmp_path / "g")
     assert [Path(r[1]) for r in rows] == [p for p in files if p not in junk]  # name order, junk out
-    for _, path, pid, camid, timestamp, _ in rows:
+    for _, path, pid, camera, timestamp, _ in rows:
         name = parse_reid_name(path)
-        assert (pid, camid) == (name.pid, name.camid)
+        assert (pid, camera) == (name.pid, name.camera)  # the gallery stores file-name cameras
         assert timestamp == float(Path(path).name.split("_")[2])  # Market frame number
 
     build(capsys, tiny_model, tmp_path / "all", test_dir, extra=("--keep-junk", "--timestamp", "none"))
@@ -74,7 +74,7 @@ def test_per_camera_subfolders(capsys, tmp_path, tiny_model) -> None:
     assert "3 files: 3 added" in out
     rows = stored_rows(tmp_path / "g")
     assert [(Path(r[1]).name, r[2], r[3], r[4]) for r in rows] == [
-        ("a.png", None, 0, None), ("b.png", None, 0, None), ("0007_c3_f0000123.png", None, 2, 123.0)]
+        ("a.png", None, 1, None), ("b.png", None, 1, None), ("0007_c3_f0000123.png", None, 3, 123.0)]
 
     write_png(src / "lobby" / "x.png", 4)
     code, _, err = run(capsys, "build", "--model", tiny_model, "--out", tmp_path / "g2", src)
@@ -145,10 +145,15 @@ def test_search_equals_numpy_brute_force(capsys, tmp_path, tiny_model, market_da
         assert [Path(m["path"]) for m in got] == [files[i] for i in order]
         np.testing.assert_allclose([m["distance"] for m in got], dist[order], rtol=1e-4, atol=1e-4)
 
-        # camera filter: numbers as in file names (c2 -> camid 1)
+        # camera filter: numbers as in file names, with or without the c
         code, out, _ = run(capsys, "search", "--model", tiny_model, "--gallery", tmp_path / "g", query,
                            "--k", 5, "--exclude-cameras", "c2", "--json")
-        kept = [i for i in np.argsort(dist, kind="stable") if parse_reid_name(files[i]).camid != 1][:5]
+        kept = [i for i in np.argsort(dist, kind="stable") if parse_reid_name(files[i]).camera != 2][:5]
+        assert [Path(m["path"]) for m in json.loads(out)] == [files[i] for i in kept]
+        assert all(m["camera"] != 2 for m in json.loads(out))
+        code, out, _ = run(capsys, "search", "--model", tiny_model, "--gallery", tmp_path / "g", query,
+                           "--k", 5, "--cameras", "1", "--json")
+        kept = [i for i in np.argsort(dist, kind="stable") if parse_reid_name(files[i]).camera == 1][:5]
         assert [Path(m["path"]) for m in json.loads(out)] == [files[i] for i in kept]
 
     code, out, _ = run(capsys, "search", "--model", tiny_model, "--gallery", tmp_path / "g", query, "--identities",
@@ -166,17 +171,17 @@ def test_stats_remove_add(capsys, tmp_path, tiny_model, market_data) -> None:
     assert code == 0 and stats["count"] == len(rows) and stats["dim"] == 16
     assert stats["fingerprint"] == Embedder(tiny_model).fingerprint and stats["index_type"] == "flat"
     assert sum(stats["per_camera"].values()) == len(rows)
-    assert stats["per_camera"]["1"] == sum(r[3] == 0 for r in rows)  # c1 is camid 0
+    assert stats["per_camera"]["1"] == sum(r[3] == 1 for r in rows)  # c1 is camera 1
     code, out, _ = run(capsys, "stats", g)
     assert code == 0 and f"items       {len(rows)}" in out
 
     code, out, _ = run(capsys, "remove", "--gallery", g, "--camera", "1")
-    n_c1 = sum(r[3] == 0 for r in rows)
+    n_c1 = sum(r[3] == 1 for r in rows)
     assert code == 0 and f"removed {n_c1} item(s)" in out
-    pid = next(r[2] for r in rows if r[2] and r[3] != 0)
+    pid = next(r[2] for r in rows if r[2] and r[3] != 1)
     code, out, _ = run(capsys, "remove", "--gallery", g, "--pid", pid)
     left = [r for r in stored_rows(g)]
-    assert code == 0 and all(r[2] != pid and r[3] != 0 for r in left)
+    assert code == 0 and all(r[2] != pid and r[3] != 1 for r in left)
     code, out, _ = run(capsys, "remove", "--gallery", g, "--id", left[0][0], 10**9)
     assert "removed 1 item(s)" in out
 
@@ -185,7 +190,7 @@ def test_stats_remove_add(capsys, tmp_path, tiny_model, market_data) -> None:
                          "--timestamp", 12.5, "--quiet")
     assert code == 0, err
     last = stored_rows(g)[-1]
-    assert (Path(last[1]), last[2], last[3], last[4]) == (query, 77, 4, 12.5)
+    assert (Path(last[1]), last[2], last[3], last[4]) == (query, 77, 5, 12.5)
 
 
 def test_index_files_library_call(tmp_path, tiny_model) -> None:
@@ -193,11 +198,11 @@ def test_index_files_library_call(tmp_path, tiny_model) -> None:
     (tmp_path / "bad.png").write_bytes(b"nope")
     embedder = Embedder(tiny_model)
     with Gallery.create(tmp_path / "g", embedder.embedding_dim, embedder.fingerprint) as gallery:
-        report = index_files(gallery, embedder, [*paths, tmp_path / "bad.png"], camid=2, batch_size=2)
+        report = index_files(gallery, embedder, [*paths, tmp_path / "bad.png"], camera=2, batch_size=2)
         assert (report.added, report.failed) == (5, 1) and report.failures[0].reason == "not_an_image"
         assert index_files(gallery, embedder, paths).already_indexed == 5
         res = gallery.search(embedder.embed(paths[3:4]), k=1)
-        assert res.matches[0][0].item.path == str(paths[3]) and res.matches[0][0].item.camid == 2
+        assert res.matches[0][0].item.path == str(paths[3]) and res.matches[0][0].item.camera == 2
 
 
 # ---------------------------------------------------------------- errors

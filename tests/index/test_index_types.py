@@ -33,7 +33,7 @@ def _recall_at_10(gallery: Gallery, xb: np.ndarray, xq: np.ndarray) -> float:
 def _fill(gallery: Gallery, xb: np.ndarray, batch: int = 500) -> None:
     for start in range(0, len(xb), batch):
         part = xb[start : start + batch]
-        gallery.add(part, [ItemRecord(camid=i % 3) for i in range(len(part))])
+        gallery.add(part, [ItemRecord(camera=1 + i % 3) for i in range(len(part))])
 
 
 def test_ivf_flat_recall(tmp_path):
@@ -53,10 +53,10 @@ def test_ivf_flat_recall(tmp_path):
 def test_ivf_selective_filter_still_returns_k(tmp_path):
     xb = _clustered(1500, 0)
     rare = np.random.default_rng(2).choice(1500, size=12, replace=False)
-    camids = np.zeros(1500, dtype=int)
-    camids[rare] = 7
+    cameras = np.ones(1500, dtype=int)
+    cameras[rare] = 7
     with Gallery.create(tmp_path / "g", DIM, "m", "ivf_flat", nlist=16, nprobe=1) as gallery:
-        gallery.add(xb, [ItemRecord(camid=int(c)) for c in camids])
+        gallery.add(xb, [ItemRecord(camera=int(c)) for c in cameras])
         assert gallery.stats().active_index == "ivf_flat"
         xq = xb[:5]
         result = gallery.search(xq, 10, cameras=[7])
