@@ -1,9 +1,12 @@
 """``reid-search``: search the service with a crop from the command line, or manage its gallery.
 
     reid-search query.jpg --url http://127.0.0.1:8000 --k 5 --exclude-cameras 2
-    reid-search add a.jpg b.jpg --pid 7 --camid 3          (key: --api-key or REID_API_KEY)
+    reid-search add a.jpg b.jpg --pid 7 --camera 3          (key: --api-key or REID_API_KEY)
     reid-search remove 42          reid-search remove --pid 7
     reid-search stats              reid-search health
+
+Cameras are numbered as in file names (``c1`` is camera 1), typed as ``3`` or ``c3``; lists as
+``1 3`` or ``1,3``. ``reid-index`` takes and shows the same numbers.
 """
 
 from __future__ import annotations
@@ -21,11 +24,22 @@ PROG = "reid-search"
 COMMANDS = ("add", "remove", "stats", "health")
 
 
+def _camera(text: str) -> int:
+    """A camera number as in file names: ``c3`` or ``3`` -> 3."""
+    digits = text.strip()
+    digits = digits[1:] if digits[:1] in ("c", "C") else digits
+    if not digits.isdigit() or int(digits) < 1:
+        raise argparse.ArgumentTypeError(f"expected camera numbers >= 1 like 1,3 or c1 c3 — got {text!r}")
+    return int(digits)
+
+
 def _cameras(text: str) -> list[int]:
-    try:
-        return [int(c) for c in text.replace(" ", "").split(",") if c]
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected camera numbers like 1,3 — got {text!r}") from None
+    """``1,c3`` -> [1, 3]; one argument of a space- or comma-separated list."""
+    return [_camera(c) for c in text.split(",") if c.strip()]
+
+
+def _camera_list(groups: list[list[int]] | None) -> list[int] | None:
+    return None if groups is None else [c for group in groups for c in group]
 
 
 def _seconds(text: str) -> float:
@@ -53,8 +67,10 @@ def _search_parser() -> argparse.ArgumentParser:
     p.add_argument("--k", type=int, default=5, help="identities to rank (default 5)")
     p.add_argument("--per-identity", type=int, default=3, help="crops shown per identity (default 3)")
     p.add_argument("--items", type=int, default=10, help="nearest items to fetch (default 10)")
-    p.add_argument("--cameras", type=_cameras, help="keep only these cameras, e.g. 1,3")
-    p.add_argument("--exclude-cameras", type=_cameras, help="drop these cameras, e.g. 2")
+    p.add_argument("--cameras", type=_cameras, nargs="+",
+                   help="keep only these cameras, numbered as in file names (c1 is 1), e.g. 1 3 or 1,3")
+    p.add_argument("--exclude-cameras", type=_cameras, nargs="+",
+                   help="drop these cameras, numbered as in file names, e.g. 2")
     p.add_argument("--time-from", type=float, help="earliest timestamp")
     p.add_argument("--time-to", type=float, help="latest timestamp")
     p.add_argument("--max-distance", type=float, help="drop matches farther than this")
@@ -68,7 +84,7 @@ def _command_parser(command: str) -> argparse.ArgumentParser:
         p.description = "Add crops to the gallery in one transaction (needs the API key)."
         p.add_argument("images", type=Path, nargs="+", help="crops to add")
         p.add_argument("--pid", type=int, help="identity of every crop")
-        p.add_argument("--camid", type=int, help="camera of every crop")
+        p.add_argument("--camera", type=_camera, help="camera number of every crop, as in file names (3 or c3)")
         p.add_argument("--timestamp", type=float, help="time or frame number of every crop")
     elif command == "remove":
         p.description = "Remove one item by id, or every item of an identity (needs the API key)."
@@ -101,13 +117,17 @@ def format_search(result: SearchResult) -> str:
         lines.append("no labelled identity; nearest items:")
         lines.append(f"{'rank':>4}  {'id':>8}  {'distance':>9}  camera  time")
         for rank, item in enumerate(result.matches, 1):
-            lines.append(f"{rank:>4}  {item.id:>8}  {item.distance or 0:>9.4f}  {_opt(item.camid):>6}  "
+            lines.append(f"{rank:>4}  {item.id:>8}  {item.distance or 0:>9.4f}  {_camera_name(item.camera):>6}  "
                          f"{_opt(item.timestamp)}")
     return "\n".join(lines)
 
 
 def _item_cell(item: Item) -> str:
-    return f"{item.id}@{_opt(item.camid)}:{item.distance or 0:.4f}"
+    return f"{item.id}@{_camera_name(item.camera)}:{item.distance or 0:.4f}"
+
+
+def _camera_name(camera: int | None) -> str:
+    return "-" if camera is None else f"c{camera}"
 
 
 def _opt(value: object) -> str:
@@ -126,12 +146,12 @@ def _run(argv: list[str]) -> int:
     with ReIDClient(args.url, api_key=key, timeout=args.timeout) as client:
         if command is None:
             result = client.search(args.image, k=args.items, k_identities=args.k,
-                                   items_per_identity=args.per_identity, cameras=args.cameras,
-                                   exclude_cameras=args.exclude_cameras, time_from=args.time_from,
+                                   items_per_identity=args.per_identity, cameras=_camera_list(args.cameras),
+                                   exclude_cameras=_camera_list(args.exclude_cameras), time_from=args.time_from,
                                    time_to=args.time_to, max_distance=args.max_distance)
             print(json.dumps(asdict(result), indent=2) if args.json else format_search(result))
         elif command == "add":
-            added = client.add(args.images, pid=args.pid, camid=args.camid, timestamp=args.timestamp)
+            added = client.add(args.images, pid=args.pid, camera=args.camera, timestamp=args.timestamp)
             if args.json:
                 _print_json(asdict(added))
             else:
@@ -148,7 +168,8 @@ def _run(argv: list[str]) -> int:
             if args.json:
                 _print_json(asdict(stats))
             else:
-                cams = ", ".join(f"{_opt(c)}: {n}" for c, n in stats.per_camera.items()) or "-"
+                cams = ", ".join(f"{'?' if c is None else _camera_name(c)}: {n}"
+                                 for c, n in stats.per_camera.items()) or "-"
                 print(f"{stats.count} items, {stats.identities} identities, {stats.unlabelled} unlabelled\n"
                       f"per camera: {cams}\n{stats.dim}-d {stats.index_type} index on {stats.device}, "
                       f"model {stats.fingerprint[:16]}, {stats.on_disk_bytes / 1e6:.1f} MB on disk")

@@ -2,7 +2,8 @@
 
 Speaks HTTP only: nothing here imports the model, the index or the server, so a client
 install needs just ``httpx``. Errors the server answers with become :class:`ReIDHTTPError`
-carrying the server's ``error`` code and ``detail`` message.
+carrying the server's ``error`` code and ``detail`` message. Camera numbers, sent and received,
+are the numbers in the crops' file names (``c1`` is camera 1).
 """
 
 from __future__ import annotations
@@ -38,11 +39,12 @@ class ReIDHTTPError(ReIDClientError):
 
 @dataclass(frozen=True)
 class Item:
-    """A gallery item; ``distance`` is set when it comes from a search."""
+    """A gallery item; ``camera`` is the file-name number (c1 is 1); ``distance`` is set when
+    it comes from a search."""
 
     id: int
     pid: int | None
-    camid: int | None
+    camera: int | None
     timestamp: float | None
     path: str | None
     added_at: float
@@ -51,7 +53,7 @@ class Item:
 
     @classmethod
     def from_json(cls, d: dict[str, Any]) -> Item:
-        return cls(id=d["id"], pid=d.get("pid"), camid=d.get("camid"), timestamp=d.get("timestamp"),
+        return cls(id=d["id"], pid=d.get("pid"), camera=d.get("camera"), timestamp=d.get("timestamp"),
                    path=d.get("path"), added_at=d["added_at"], image_url=d["image_url"],
                    distance=d.get("distance"))
 
@@ -161,7 +163,10 @@ class ReIDClient:
         time_to: float | None = None,
         max_distance: float | None = None,
     ) -> SearchResult:
-        """Identities and items nearest to ``image`` (a path, bytes or a binary file)."""
+        """Identities and items nearest to ``image`` (a path, bytes or a binary file).
+
+        ``cameras`` / ``exclude_cameras`` are camera numbers as in file names (c1 is 1).
+        """
         params: dict[str, Any] = {"k": k, "k_identities": k_identities,
                                   "items_per_identity": items_per_identity}
         for name, value in (("cameras", cameras), ("exclude_cameras", exclude_cameras)):
@@ -179,14 +184,14 @@ class ReIDClient:
         images: Iterable[ImageInput],
         *,
         pid: int | Sequence[int] | None = None,
-        camid: int | Sequence[int] | None = None,
+        camera: int | Sequence[int] | None = None,
         timestamp: float | Sequence[float] | None = None,
     ) -> AddResult:
-        """Add crops in one transaction. Each of pid/camid/timestamp is one value for all crops
-        or a sequence with one value per crop."""
+        """Add crops in one transaction. Each of pid/camera/timestamp is one value for all crops
+        or a sequence with one value per crop; ``camera`` is the file-name number (c1 is 1)."""
         files = [("files", _read(image)) for image in images]
         data = {name: [str(v) for v in _as_list(value)] for name, value in
-                (("pid", pid), ("camid", camid), ("timestamp", timestamp)) if value is not None}
+                (("pid", pid), ("camera", camera), ("timestamp", timestamp)) if value is not None}
         answer = self._request("POST", "/gallery", files=files, data=data)
         return AddResult(items=[Item.from_json(i) for i in answer["items"]],
                          gallery_size=answer["gallery_size"])
@@ -201,7 +206,7 @@ class ReIDClient:
 
     def stats(self) -> Stats:
         d = self._request("GET", "/gallery/stats")
-        d["per_camera"] = {c["camid"]: c["count"] for c in d["per_camera"]}
+        d["per_camera"] = {c["camera"]: c["count"] for c in d["per_camera"]}
         return Stats(**d)
 
     def health(self) -> Health:

@@ -26,8 +26,9 @@ from server.service import SearchQuery, Upload
 router = APIRouter()
 
 #: Bounds of ids, pids and camera numbers: SQLite integers, and JSON-safe in browsers.
+#: A camera is the number in its file name: c1 is camera 1.
 MAX_INT = 2**53 - 1
-Camera = Annotated[int, Field(ge=0, le=2**31 - 1)]
+Camera = Annotated[int, Field(ge=1, le=2**31 - 1)]
 Pid = Annotated[int, Field(ge=-1, le=MAX_INT)]
 Timestamp = Annotated[float, Field(allow_inf_nan=False)]
 
@@ -46,8 +47,8 @@ async def search(
     k: Annotated[int, Query(ge=1, description="nearest items to return (at most the server's max_k)")] = 10,
     k_identities: Annotated[int, Query(ge=0, description="identities to rank (0: none)")] = 5,
     items_per_identity: Annotated[int, Query(ge=1, description="items shown per identity")] = 3,
-    cameras: Annotated[list[Camera] | None, Query(description="keep only these cameras")] = None,
-    exclude_cameras: Annotated[list[Camera] | None, Query(description="drop these cameras")] = None,
+    cameras: Annotated[list[Camera] | None, Query(description="keep only these cameras (file-name numbers: c1 is 1)")] = None,
+    exclude_cameras: Annotated[list[Camera] | None, Query(description="drop these cameras (file-name numbers: c1 is 1)")] = None,
     time_from: Annotated[float | None, Query(allow_inf_nan=False, description="earliest timestamp")] = None,
     time_to: Annotated[float | None, Query(allow_inf_nan=False, description="latest timestamp")] = None,
     max_distance: Annotated[float | None, Query(ge=0, allow_inf_nan=False,
@@ -79,8 +80,8 @@ async def add_items(
     files: Annotated[list[UploadFile], File(description="one or more crops")],
     pid: Annotated[list[Pid] | None, Form(description=(
         "identity: once for all files, or once per file"))] = None,
-    camid: Annotated[list[Camera] | None, Form(description=(
-        "camera: once for all files, or once per file"))] = None,
+    camera: Annotated[list[Camera] | None, Form(description=(
+        "camera number as in file names (c1 is 1): once for all files, or once per file"))] = None,
     timestamp: Annotated[list[Timestamp] | None, Form(description=(
         "time or frame number: once for all files, or once per file"))] = None,
 ) -> AddResponse:
@@ -88,9 +89,9 @@ async def add_items(
     if n > service.settings.max_add_files:
         raise ApiError(422, "invalid_parameter",
                        f"{n} files in one request; this server takes at most {service.settings.max_add_files}")
-    pids, camids, times = (_per_file(name, values, n) for name, values in
-                           (("pid", pid), ("camid", camid), ("timestamp", timestamp)))
-    records = [ItemRecord(pid=p, camid=c, timestamp=t) for p, c, t in zip(pids, camids, times, strict=True)]
+    pids, cameras, times = (_per_file(name, values, n) for name, values in
+                            (("pid", pid), ("camera", camera), ("timestamp", timestamp)))
+    records = [ItemRecord(pid=p, camera=c, timestamp=t) for p, c, t in zip(pids, cameras, times, strict=True)]
     uploads = [await _read_upload(f) for f in files]
     return await service.add(uploads, records)
 

@@ -26,7 +26,7 @@ class GalleryItemOut(BaseModel):
 
     id: int
     pid: int | None = Field(description="identity label, null if unknown")
-    camid: int | None = Field(description="camera, null if unknown")
+    camera: int | None = Field(description="camera number as in file names (c1 is 1), null if unknown")
     timestamp: float | None = Field(description="time or frame number, null if unknown")
     path: str | None = Field(description="source path as recorded when the item was added")
     added_at: float = Field(description="Unix seconds")
@@ -37,7 +37,7 @@ class MatchOut(GalleryItemOut):
     """A gallery item found by a search, with its Euclidean distance to the query."""
 
     model_config = ConfigDict(json_schema_extra={"examples": [
-        {"id": 42, "pid": 7, "camid": 3, "timestamp": 1712.5, "path": "crops/ab/ab12.jpg",
+        {"id": 42, "pid": 7, "camera": 3, "timestamp": 1712.5, "path": "crops/ab/ab12.jpg",
          "added_at": 1764000000.0, "image_url": "/gallery/42/image", "distance": 0.412},
     ]})
     distance: float = Field(ge=0, description="Euclidean distance between embeddings")
@@ -66,10 +66,10 @@ class SearchResponse(BaseModel):
 
     model_config = ConfigDict(json_schema_extra={"examples": [{
         "identities": [{"pid": 7, "distance": 0.412, "items": [
-            {"id": 42, "pid": 7, "camid": 3, "timestamp": 1712.5, "path": "crops/ab/ab12.jpg",
+            {"id": 42, "pid": 7, "camera": 3, "timestamp": 1712.5, "path": "crops/ab/ab12.jpg",
              "added_at": 1764000000.0, "image_url": "/gallery/42/image", "distance": 0.412}]}],
         "matches": [
-            {"id": 42, "pid": 7, "camid": 3, "timestamp": 1712.5, "path": "crops/ab/ab12.jpg",
+            {"id": 42, "pid": 7, "camera": 3, "timestamp": 1712.5, "path": "crops/ab/ab12.jpg",
              "added_at": 1764000000.0, "image_url": "/gallery/42/image", "distance": 0.412}],
         "gallery_size": 1200,
         "timings": {"decode_ms": 1.2, "embed_ms": 14.8, "search_ms": 0.6, "total_ms": 17.0,
@@ -85,7 +85,7 @@ class AddResponse(BaseModel):
     """Items added by one POST /gallery, in upload order."""
 
     model_config = ConfigDict(json_schema_extra={"examples": [{
-        "items": [{"id": 43, "pid": 7, "camid": 2, "timestamp": 1800.0,
+        "items": [{"id": 43, "pid": 7, "camera": 2, "timestamp": 1800.0,
                    "path": "crops/cd/cd34.jpg", "added_at": 1764000100.0,
                    "image_url": "/gallery/43/image"}],
         "gallery_size": 1201,
@@ -101,7 +101,9 @@ class RemoveResponse(BaseModel):
 
 
 class CameraCount(BaseModel):
-    camid: int | None
+    """Items of one camera; ``camera`` is the file-name number (c1 is 1), null for unknown."""
+
+    camera: int | None
     count: int
 
 
@@ -110,7 +112,7 @@ class StatsResponse(BaseModel):
 
     model_config = ConfigDict(json_schema_extra={"examples": [{
         "count": 1200, "identities": 150, "unlabelled": 0,
-        "per_camera": [{"camid": 1, "count": 600}, {"camid": 2, "count": 600}],
+        "per_camera": [{"camera": 1, "count": 600}, {"camera": 2, "count": 600}],
         "dim": 2048, "fingerprint": _FP, "index_type": "flat", "active_index": "flat",
         "device": "cpu", "on_disk_bytes": 19750912,
     }]})

@@ -239,7 +239,7 @@ class SearchService:
                     digest, rel, new = self.crops.put(upload.data)
                     if new:
                         written.append(digest)
-                    stored.append(ItemRecord(path=rel, pid=rec.pid, camid=rec.camid,
+                    stored.append(ItemRecord(path=rel, pid=rec.pid, camera=rec.camera,
                                              timestamp=rec.timestamp, content_hash=digest))
                 ids = self.gallery.add(vectors, stored)
             except BaseException:
@@ -273,7 +273,7 @@ class SearchService:
         per_camera = sorted(s.per_camera.items(), key=lambda kv: (kv[0] is None, kv[0] or 0))
         return StatsResponse(
             count=s.count, identities=s.identities, unlabelled=s.unlabelled,
-            per_camera=[CameraCount(camid=c, count=n) for c, n in per_camera], dim=s.dim,
+            per_camera=[CameraCount(camera=c, count=n) for c, n in per_camera], dim=s.dim,
             fingerprint=s.fingerprint, index_type=s.index_type, active_index=s.active_index,
             device=s.device, on_disk_bytes=s.on_disk_bytes,
         )
@@ -308,7 +308,7 @@ def _ms(seconds: float) -> float:
 
 
 def _item_fields(item: GalleryItem) -> dict[str, object]:
-    return dict(id=item.id, pid=item.pid, camid=item.camid, timestamp=item.timestamp, path=item.path,
+    return dict(id=item.id, pid=item.pid, camera=item.camera, timestamp=item.timestamp, path=item.path,
                 added_at=item.added_at, image_url=f"/gallery/{item.id}/image")
 
 

@@ -40,11 +40,12 @@ def crop_bytes(pid: int, variant: int = 0, fmt: str = "PNG") -> bytes:
     return buf.getvalue()
 
 
-def add_identity(client, pid: int, camids: list[int], timestamps: list[float] | None = None) -> list[dict]:
-    """POST one crop per camera for ``pid``; returns the added items."""
+def add_identity(client, pid: int, cameras: list[int], timestamps: list[float] | None = None) -> list[dict]:
+    """POST one crop per camera for ``pid`` (camera numbers as in the file names ``_c<N>``);
+    returns the added items."""
     files = [("files", (f"p{pid}_c{c}.png", crop_bytes(pid, variant=i + 1), "image/png"))
-             for i, c in enumerate(camids)]
-    data: dict[str, object] = {"pid": str(pid), "camid": [str(c) for c in camids]}
+             for i, c in enumerate(cameras)]
+    data: dict[str, object] = {"pid": str(pid), "camera": [str(c) for c in cameras]}
     if timestamps is not None:
         data["timestamp"] = [str(t) for t in timestamps]
     response = client.post("/gallery", files=files, data=data, headers=AUTH)

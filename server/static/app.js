@@ -21,8 +21,10 @@ function choose(file) {
   search();
 }
 
+// Camera numbers as in file names: "1, c3" -> [1, 3] (c1 is camera 1).
 function cameraList(text) {
-  return text.split(/[ ,]+/).filter((s) => s !== "").map(Number).filter(Number.isInteger);
+  return text.split(/[ ,]+/).map((s) => s.replace(/^c/i, "")).filter((s) => s !== "")
+    .map(Number).filter(Number.isInteger);
 }
 
 function say(text, isError) {
@@ -48,7 +50,7 @@ function render(answer) {
     const crops = identity.items.map((item) => element("figure", {}, [
       element("img", { src: item.image_url, alt: `gallery item ${item.id}`, loading: "lazy" }),
       element("figcaption", {
-        textContent: `d ${item.distance.toFixed(3)} · cam ${item.camid ?? "?"}` +
+        textContent: `d ${item.distance.toFixed(3)} · ${item.camera === null ? "camera ?" : `c${item.camera}`}` +
           (item.timestamp !== null ? ` · t ${item.timestamp}` : ""),
       }),
     ]));

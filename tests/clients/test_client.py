@@ -26,7 +26,7 @@ def base_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
     with serve(create_app(settings)) as url:
         with ReIDClient(url, api_key=API_KEY) as writer:
             for pid in IDENTITY_COLOURS:
-                writer.add([crop_bytes(pid, 1), crop_bytes(pid, 2)], pid=pid, camid=[1, 2],
+                writer.add([crop_bytes(pid, 1), crop_bytes(pid, 2)], pid=pid, camera=[1, 2],
                            timestamp=[10.0 * pid + 1, 10.0 * pid + 2])
         yield url
 
@@ -37,14 +37,14 @@ def test_search_add_remove_stats_health(base_url: str, tmp_path: Path) -> None:
         assert health.alive and health.ready and health.detail["embedding_dim"] == 8
         result = client.search(crop_bytes(3, 40), k=4, k_identities=2, exclude_cameras=[1])
         assert [i.pid for i in result.identities][:1] == [3]
-        assert all(m.camid == 2 for m in result.matches) and len(result.matches) == 4
+        assert all(m.camera == 2 for m in result.matches) and len(result.matches) == 4
         assert result.timings.total_ms > 0 and result.gallery_size == 8
         path = tmp_path / "q.png"
         path.write_bytes(crop_bytes(1, 41))
         assert client.search(path, max_distance=1e6, time_from=0, time_to=15).matches[0].pid == 1
-        added = client.add([crop_bytes(2, 50)], pid=99, camid=5)
+        added = client.add([crop_bytes(2, 50)], pid=99, camera=5)
         (item,) = added.items
-        assert (item.pid, item.camid, added.gallery_size) == (99, 5, 9)
+        assert (item.pid, item.camera, added.gallery_size) == (99, 5, 9)
         assert client.image(item) == crop_bytes(2, 50)
         stats = client.stats()
         assert stats.count == 9 and stats.per_camera[5] == 1 and stats.identities == 5
@@ -83,7 +83,7 @@ def test_cli_prints_a_ranked_table_and_json(base_url: str, tmp_path: Path, capsy
 
     crop = tmp_path / "new.png"
     crop.write_bytes(crop_bytes(1, 70))
-    assert main(["add", str(crop), "--pid", "77", "--camid", "3", "--url", base_url, "--api-key", API_KEY]) == 0
+    assert main(["add", str(crop), "--pid", "77", "--camera", "c3", "--url", base_url, "--api-key", API_KEY]) == 0
     assert "added 1 item(s)" in capsys.readouterr().out
     assert main(["stats", "--url", base_url, "--json"]) == 0
     assert json.loads(capsys.readouterr().out)["identities"] == 5
@@ -102,8 +102,10 @@ def test_cli_errors_are_one_line(base_url: str, tmp_path: Path, capsys) -> None:
     assert "not_an_image" in capsys.readouterr().err
     assert main(["remove", "5", "--url", base_url]) == 2  # no key
     assert "401" in capsys.readouterr().err
-    with pytest.raises(SystemExit):
-        main([str(bad), "--cameras", "one"])
+    for cameras in ("one", "0", "c0"):
+        with pytest.raises(SystemExit):
+            main([str(bad), "--cameras", cameras])
+    assert "camera numbers >= 1" in capsys.readouterr().err
 
 
 
@@ -130,7 +132,7 @@ def test_add_sends_one_form_value_per_file_for_any_sequence(pids) -> None:
         return httpx.Response(201, json={"items": [], "gallery_size": 0})
 
     with ReIDClient("http://reid.test", api_key=API_KEY, transport=httpx.MockTransport(answer)) as client:
-        client.add([b"a", b"b", b"c"], pid=pids, camid=2)
+        client.add([b"a", b"b", b"c"], pid=pids, camera=2)
     body = sent[0]
     assert [v for v in (5, 6, 7) if f'name="pid"\r\n\r\n{v}\r\n'.encode() in body] == [5, 6, 7]
-    assert body.count(b'name="pid"') == 3 and body.count(b'name="camid"') == 1
+    assert body.count(b'name="pid"') == 3 and body.count(b'name="camera"') == 1

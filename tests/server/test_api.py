@@ -23,7 +23,7 @@ def snapshot(client: TestClient) -> tuple[object, ...]:
     stats = client.get("/gallery/stats").json()
     stats.pop("on_disk_bytes")  # SQLite's WAL grows on reads' checkpoints; not a change
     crops = sorted(p.name for p in service.crops.root.glob("*/*")) if service.crops.root.exists() else []
-    items = [(i.id, i.pid, i.camid, i.timestamp, i.content_hash) for i in service.gallery.items(range(1, 100))]
+    items = [(i.id, i.pid, i.camera, i.timestamp, i.content_hash) for i in service.gallery.items(range(1, 100))]
     return stats, crops, items
 
 
@@ -65,7 +65,7 @@ def test_search_distances_are_the_embedders_euclidean_distances(client: TestClie
 def test_search_filters(client: TestClient, filled) -> None:
     q = crop_bytes(1, variant=7)
     only2 = search(client, q, k=8, cameras=2).json()
-    assert {m["camid"] for m in only2["matches"]} == {2} and len(only2["matches"]) == 4
+    assert {m["camera"] for m in only2["matches"]} == {2} and len(only2["matches"]) == 4
     not1 = client.post("/search?k=8&exclude_cameras=1&exclude_cameras=2",
                        files={"image": ("q.png", q, "image/png")}).json()
     assert not1["matches"] == [] and not1["identities"] == []
@@ -98,21 +98,21 @@ def test_search_without_micro_batching_gives_the_same_answer(
             fill_gallery(c)
             answers.append(search(c, crop_bytes(4, variant=3), k=8).json())
             assert c.get("/readyz").json()["micro_batching"] is batching
-    assert [(m["pid"], m["camid"], m["distance"]) for m in answers[0]["matches"]] == \
-        [(m["pid"], m["camid"], m["distance"]) for m in answers[1]["matches"]]
+    assert [(m["pid"], m["camera"], m["distance"]) for m in answers[0]["matches"]] == \
+        [(m["pid"], m["camera"], m["distance"]) for m in answers[1]["matches"]]
 
 
 # -- gallery writes -------------------------------------------------------------------------
 
 def test_add_stores_items_and_their_crops(client: TestClient) -> None:
     items = add_identity(client, 3, [4, 5], [1.5, 2.5])
-    assert [(i["pid"], i["camid"], i["timestamp"]) for i in items] == [(3, 4, 1.5), (3, 5, 2.5)]
+    assert [(i["pid"], i["camera"], i["timestamp"]) for i in items] == [(3, 4, 1.5), (3, 5, 2.5)]
     image = client.get(items[0]["image_url"])
     assert image.status_code == 200 and image.headers["content-type"] == "image/png"
     assert image.content == crop_bytes(3, variant=1)  # the uploaded bytes, unchanged
     stats = client.get("/gallery/stats").json()
     assert stats["count"] == 2 and stats["identities"] == 1
-    assert stats["per_camera"] == [{"camid": 4, "count": 1}, {"camid": 5, "count": 1}]
+    assert stats["per_camera"] == [{"camera": 4, "count": 1}, {"camera": 5, "count": 1}]
 
 
 def test_add_jpeg_and_unlabelled(client: TestClient) -> None:
@@ -120,7 +120,7 @@ def test_add_jpeg_and_unlabelled(client: TestClient) -> None:
                     headers=AUTH)
     assert r.status_code == 201
     (item,) = r.json()["items"]
-    assert item["pid"] is None and item["camid"] is None and item["path"].endswith(".jpg")
+    assert item["pid"] is None and item["camera"] is None and item["path"].endswith(".jpg")
     assert client.get(item["image_url"]).headers["content-type"] == "image/jpeg"
     answer = search(client, crop_bytes(2)).json()
     assert answer["identities"] == [] and [m["id"] for m in answer["matches"]] == [item["id"]]
@@ -166,9 +166,9 @@ def test_image_of_bulk_indexed_items_only_inside_image_roots(
         service = c.app.state.service
         vectors = service.embedder.embed([inside, outside, inside])
         ids = service.gallery.add(vectors, [
-            ItemRecord(path=str(inside), pid=1, camid=1),
-            ItemRecord(path=str(outside), pid=2, camid=1),
-            ItemRecord(path=str(root / ".." / "secret.png"), pid=3, camid=1),
+            ItemRecord(path=str(inside), pid=1, camera=1),
+            ItemRecord(path=str(outside), pid=2, camera=1),
+            ItemRecord(path=str(root / ".." / "secret.png"), pid=3, camera=1),
         ]).tolist()
         assert c.get(f"/gallery/{ids[0]}/image").content == inside.read_bytes()
         for item_id in ids[1:]:
@@ -277,7 +277,7 @@ def test_oversized_bodies_are_413(client: TestClient, filled) -> None:
 
 @pytest.mark.parametrize("params", [
     {"k": 0}, {"k": 51}, {"k": "ten"}, {"k_identities": -1}, {"k_identities": 51},
-    {"items_per_identity": 0}, {"items_per_identity": 21}, {"cameras": -1}, {"exclude_cameras": "x"},
+    {"items_per_identity": 0}, {"items_per_identity": 21}, {"cameras": -1}, {"cameras": 0}, {"exclude_cameras": 0}, {"exclude_cameras": "x"},
     {"max_distance": -0.5}, {"max_distance": "nan"}, {"time_from": "inf"},
     {"time_from": 5, "time_to": 1},
 ])
@@ -292,7 +292,7 @@ def test_missing_upload_is_422(client: TestClient) -> None:
 
 
 @pytest.mark.parametrize("data", [
-    {"pid": ["1", "2", "3"]}, {"camid": "-2"}, {"pid": "x"}, {"timestamp": "nan"}, {"pid": str(2**60)},
+    {"pid": ["1", "2", "3"]}, {"camera": "-2"}, {"camera": "0"}, {"pid": "x"}, {"timestamp": "nan"}, {"pid": str(2**60)},
 ])
 def test_bad_add_metadata_is_422(client: TestClient, filled, data: dict) -> None:
     before = snapshot(client)

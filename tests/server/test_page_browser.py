@@ -73,7 +73,7 @@ def test_upload_shows_ranked_identities(make_settings: Callable[..., Settings], 
         assert [c.get_attribute("data-pid") for c in cards][:1] == ["2"] and len(cards) == 3
         assert "identity 2" in cards[0].find_element(By.TAG_NAME, "h2").text
         captions = [f.text for f in browser.find_elements(By.CSS_SELECTOR, "figcaption")]
-        assert captions and all("cam 2" in c for c in captions)  # camera 1 excluded
+        assert captions and all("· c2" in c for c in captions)  # camera 1 (the _c1 files) excluded
         # Thumbnails really loaded from /gallery/{id}/image.
         wait.until(lambda d: d.execute_script(
             "return [...document.querySelectorAll('article.identity img')]"
