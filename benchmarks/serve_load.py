@@ -80,7 +80,7 @@ def build_gallery(model: Path, folder: Path, size: int) -> None:
     embedder = Embedder(model, intra_op_threads=2)
     data = crops(size, seed=1)
     xb = embedder.embed(data)
-    records = [ItemRecord(pid=i // 4, camid=1 + i % 6, timestamp=float(i)) for i in range(size)]
+    records = [ItemRecord(pid=i // 4, camera=1 + i % 6, timestamp=float(i)) for i in range(size)]
     with Gallery.create(folder, dim=embedder.embedding_dim, fingerprint=embedder.fingerprint) as g:
         g.add(xb, records)
 
