@@ -23,7 +23,6 @@ stop a build: they are counted and written to a JSON-lines report, one object pe
 
 from __future__ import annotations
 
-import hashlib
 import itertools
 import json
 import logging
@@ -41,7 +40,7 @@ from tqdm import tqdm
 from training.core.imageio import ImageDecodeError
 from export.runtime import Embedder
 from training.core.cores import usable_cores
-from index.gallery import DEFAULT_CHECKPOINT_EVERY, Gallery
+from index.gallery import DEFAULT_CHECKPOINT_EVERY, Gallery, content_hash
 from index.manifest import IndexSpec, manifest_path
 from index.records import ItemRecord
 from index.sources import SkippedFile, SourceImage
@@ -265,7 +264,7 @@ def _make_preparer(gallery: Gallery, embedder: Embedder) -> Callable[[SourceImag
         except OSError as exc:
             return _Prepared(entry, skipped=SkippedFile(entry.path, "unreadable",
                                                         f"{entry.path}: cannot read ({exc.strerror or exc})"))
-        digest = hashlib.sha256(data).hexdigest()
+        digest = content_hash(data)
         # Checked before decoding so a resumed build does not decode what it already has;
         # the authoritative check is repeated right before the add (_add_batch).
         if gallery.contains_hash([digest]):

@@ -12,34 +12,34 @@ SQLite is the source of truth: each ``add``/``remove`` is one durable transactio
 snapshot is a cache of it, written atomically at ``checkpoint()`` and on ``close()``; opening
 replays whatever SQLite changed after the snapshot, so FAISS always holds exactly the stored
 rows. See docs/gallery.md for the protocol and why it survives kill -9 and full disks.
+
+This module is the facade: validation, locks, and the SQLite side of each call. The search
+algorithms are plain functions in :mod:`index.search`, the snapshot and recovery protocol in
+:mod:`index.snapshot`.
 """
 
 from __future__ import annotations
 
 import contextlib
 import fcntl
+import hashlib
 import json
 import logging
 import os
 import threading
 import time
-import uuid
 from collections.abc import Callable, Iterable, Sequence
-from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
-import faiss
 import numpy as np
 
-from index import faiss_index
-from index.faiss_index import FLAT, GpuMirror, RawHits
+from index import faiss_index, search, snapshot
+from index.faiss_index import FLAT, GpuMirror
 from index.filters import FilterColumns
 from index.manifest import (
-    MANIFEST_NAME,
     IndexSpec,
     Manifest,
-    Snapshot,
     manifest_path,
     read_manifest,
     write_manifest,
@@ -63,8 +63,12 @@ log = logging.getLogger(__name__)
 
 LOCK_NAME = "gallery.lock"
 DEFAULT_CHECKPOINT_EVERY = 50_000
-_SNAPSHOT_GLOB = "index-*.faiss"
-_REPLAY_BATCH = 4096
+
+
+def content_hash(data: bytes) -> str:
+    """Hex sha256 of a file's bytes: how the gallery recognises content it already holds
+    (``ItemRecord.content_hash``, :meth:`Gallery.contains_hash`)."""
+    return hashlib.sha256(data).hexdigest()
 
 
 def _check_matrix(x: object, dim: int, what: str) -> np.ndarray:
@@ -153,7 +157,7 @@ class Gallery:
         self._store = store
         self._lock_fd = lock_fd
         self._checkpoint_every = checkpoint_every
-        self._writer = threading.Lock()  # serialises add/remove/checkpoint/rebuild
+        self._writer = threading.Lock()  # serialises add/remove/checkpoint/training
         self._rw = ReadWriteLock()  # guards the FAISS index and filter columns
         self._index = faiss_index.new_flat(manifest.dim)
         self._layout = FLAT
@@ -396,14 +400,6 @@ class Gallery:
             self._check_open()
             self._checkpoint_locked()
 
-    def rebuild(self) -> None:
-        """Rebuild the FAISS index from the vectors in SQLite (retraining IVF on a fresh
-        sample), then checkpoint. Use after the data has drifted far from the training sample."""
-        with self._writer:
-            self._check_open()
-            self._rebuild_locked()
-            self._checkpoint_locked()
-
     # -- reads ---------------------------------------------------------------------------
 
     def contains_hash(self, hashes: Iterable[str]) -> set[str]:
@@ -439,7 +435,10 @@ class Gallery:
         xq, k = self._check_query(xq, k, max_distance)
         with self._rw.read():
             self._check_open()
-            D, I = self._nearest_locked(xq, k, cameras, exclude_cameras, time_range, max_distance)
+            hits = search.nearest(self._index, self._filters, xq, k, cameras=cameras,
+                                  exclude_cameras=exclude_cameras, time_range=time_range,
+                                  max_distance=max_distance, gpu=self._gpu)
+            D, I = hits.D, hits.I  # noqa: E741
             found = self._store.items_by_ids(I[I >= 0].tolist())
         matches = [
             [Match(float(d), found[int(i)]) for d, i in zip(D[row], I[row], strict=True) if i >= 0]
@@ -469,8 +468,9 @@ class Gallery:
         xq, k = self._check_query(xq, k, max_distance)
         with self._rw.read():
             self._check_open()
-            D, I = self._nearest_locked(xq, k, cameras, exclude_cameras, time_range, max_distance)
-        return Neighbours(D=D, I=I)
+            return search.nearest(self._index, self._filters, xq, k, cameras=cameras,
+                                  exclude_cameras=exclude_cameras, time_range=time_range,
+                                  max_distance=max_distance, gpu=self._gpu)
 
     def labels(self) -> GalleryLabels:
         """pid and camera of every stored item, ascending by id (see :class:`GalleryLabels`)."""
@@ -501,39 +501,16 @@ class Gallery:
         _check_max_distance(max_distance)
         with self._rw.read():
             self._check_open()
-            allowed = self._filters.mask(cameras, exclude_cameras, time_range, labelled_only=True)
-            per_pid = self._filters.pid_counts(allowed)
-            n_pass = sum(per_pid.values())
-            results: list[list[IdentityMatch]] = [[] for _ in range(xq.shape[0])]
-            grouped: dict[int, list[tuple[float, int, int]]] = {}
-            pending = list(range(xq.shape[0]))
-            fetch = min(n_pass, max(32, 4 * k_identities * items_per_identity))
-            while pending and fetch > 0:
-                hits = self._search_locked(xq[pending], fetch, allowed)
-                D, I = _true_distances(hits, None)
-                still = []
-                for row, q in enumerate(pending):
-                    valid = I[row] >= 0
-                    groups = _group_by_pid(D[row][valid], I[row][valid], self._filters.pids(I[row][valid]),
-                                           max_distance)
-                    top = list(groups.items())[:k_identities]
-                    complete = len(groups) >= k_identities and all(
-                        len(items) >= min(items_per_identity, per_pid[pid]) for pid, items in top
-                    )
-                    beyond = max_distance is not None and valid.any() and D[row][valid][-1] > max_distance
-                    if complete or beyond or fetch >= n_pass:
-                        grouped[q] = [(d, i, pid) for pid, items in top for d, i in items[:items_per_identity]]
-                    else:
-                        still.append(q)
-                pending = still
-                fetch = min(n_pass, fetch * 4)
-            found = self._store.items_by_ids(i for rows in grouped.values() for _, i, _ in rows)
-        for q, rows in grouped.items():
-            by_pid: dict[int, list[Match]] = {}
-            for d, i, pid in rows:
-                by_pid.setdefault(pid, []).append(Match(d, found[i]))
-            results[q] = [IdentityMatch(pid=pid, distance=m[0].distance, items=m) for pid, m in by_pid.items()]
-        return results
+            ranked = search.rank_identities(self._index, self._filters, xq, k_identities, items_per_identity,
+                                            cameras=cameras, exclude_cameras=exclude_cameras,
+                                            time_range=time_range, max_distance=max_distance)
+            found = self._store.items_by_ids(i for row in ranked for hits in row for i in hits.ids)
+        return [
+            [IdentityMatch(pid=hits.pid, distance=hits.distances[0],
+                           items=[Match(d, found[i]) for d, i in zip(hits.distances, hits.ids, strict=True)])
+             for hits in row]
+            for row in ranked
+        ]
 
     def stats(self) -> GalleryStats:
         """Counts, dimension, fingerprint, index kind and size on disk."""
@@ -559,89 +536,13 @@ class Gallery:
         if self._gpu is not None:
             self._gpu.invalidate()
 
-    def _nearest_locked(self, xq: np.ndarray, k: int, cameras: Iterable[int] | None,
-                        exclude_cameras: Iterable[int] | None,
-                        time_range: tuple[float | None, float | None] | None,
-                        max_distance: float | None) -> tuple[np.ndarray, np.ndarray]:
-        allowed = self._filters.mask(cameras, exclude_cameras, time_range)
-        return _true_distances(self._search_locked(xq, k, allowed), max_distance)
-
-    def _search_locked(self, xq: np.ndarray, k: int, allowed: np.ndarray | None) -> RawHits:
-        """Raw FAISS hits, (M, k), holding the read lock. Widens IVF probing when a filter
-        leaves fewer than min(k, passing items) results in the probed lists."""
-        M = xq.shape[0]
-        n_pass = int(self._index.ntotal) if allowed is None else int(allowed.sum())
-        k_eff = min(k, n_pass)
-        D = np.full((M, k), np.inf, dtype=np.float32)
-        I = np.full((M, k), -1, dtype=np.int64)
-        if k_eff == 0:
-            return RawHits(D=D, I=I)
-        if self._gpu is not None and allowed is None:
-            gpu_index = self._gpu.get(self._index)
-            if gpu_index is not None:
-                hits = faiss_index.search(gpu_index, xq, k_eff, None, None)
-                D[:, :k_eff], I[:, :k_eff] = hits.D, hits.I
-                return RawHits(D=D, I=I)
-        nprobe = self._index.nprobe if faiss_index.is_ivf(self._index) else None
-        while True:
-            hits = faiss_index.search(self._index, xq, k_eff, allowed, nprobe)
-            short = (hits.I >= 0).sum(axis=1).min() < k_eff
-            if nprobe is None or not short or nprobe >= self._index.nlist:
-                break
-            nprobe = min(self._index.nlist, nprobe * 2)
-        D[:, :k_eff], I[:, :k_eff] = hits.D, hits.I
-        return RawHits(D=D, I=I)
-
     def _recover(self) -> None:
-        """Load the snapshot the manifest names and replay SQLite changes made after it;
-        fall back to a full rebuild from SQLite if the snapshot is missing or inconsistent."""
+        """Bring the FAISS index up to date with SQLite (see :func:`index.snapshot.recover`)."""
         with self._writer:
-            snap = self._manifest.snapshot
-            if snap is not None and self._load_snapshot(snap):
-                removed = self._store.removals_after(snap.change_seq)
-                faiss_index.remove(self._index, removed)
-                replayed = 0
-                for batch in self._store.iter_vectors(after_seq=snap.change_seq, batch=_REPLAY_BATCH):
-                    faiss_index.add(self._index, batch.xb, batch.ids)
-                    replayed += batch.ids.size
-                self._dirty = replayed + int(removed.size)
-                if self._dirty:
-                    log.info("gallery %s: replayed %d add(s) and %d removal(s) made after the snapshot",
-                             self.path, replayed, removed.size)
-                stored = self._store.count()
-                if self._index.ntotal == stored:
-                    self._filters = self._read_filters()
-                else:
-                    log.warning("gallery %s: index holds %d vectors but SQLite %d; rebuilding from SQLite",
-                                self.path, self._index.ntotal, stored)
-                    self._rebuild_locked()
-            else:
-                self._rebuild_locked()
-            self._remove_orphans()
+            (self._index, self._layout, self._filters), self._dirty = snapshot.recover(
+                self.path, self._manifest, self._store)
+            snapshot.remove_orphans(self.path, self._manifest)
             self._maybe_train_locked()
-
-    def _load_snapshot(self, snap: Snapshot) -> bool:
-        file = self.path / snap.file
-        try:
-            index = faiss_index.read_index_file(file)
-        except (RuntimeError, OSError) as exc:
-            log.warning("gallery %s: cannot read snapshot %s (%s); rebuilding from SQLite", self.path, file, exc)
-            return False
-        if index.d != self.dim or index.ntotal != snap.ntotal:
-            log.warning("gallery %s: snapshot %s does not match the manifest; rebuilding from SQLite",
-                        self.path, file)
-            return False
-        self._index = index
-        self._layout = snap.layout
-        return True
-
-    def _read_filters(self) -> FilterColumns:
-        filters = FilterColumns()
-        rows = list(self._store.filter_rows())
-        if rows:
-            ids = np.fromiter((r.id for r in rows), dtype=np.int64, count=len(rows))
-            filters.add(ids, [ItemRecord(pid=r.pid, camera=r.camera, timestamp=r.timestamp) for r in rows])
-        return filters
 
     def _rebuild_locked(self, already_exclusive: bool = False) -> None:
         """Rebuild the FAISS index and filter columns from SQLite, then swap them in.
@@ -649,30 +550,11 @@ class Gallery:
         The caller holds the writer lock (so SQLite cannot change meanwhile), and the
         exclusive side of the read-write lock too if ``already_exclusive``.
         """
-        spec = self.spec
-        count = self._store.count()
-        if spec.index_type != FLAT and count >= faiss_index.min_train_size(spec):
-            index = self._train(count)
-            layout = spec.index_type
-        else:
-            index, layout = faiss_index.new_flat(self.dim), FLAT
-        for batch in self._store.iter_vectors(batch=_REPLAY_BATCH):
-            faiss_index.add(index, batch.xb, batch.ids)
-        filters = self._read_filters()
+        state = snapshot.build_from_store(self.path, self._manifest, self._store)
         with contextlib.nullcontext() if already_exclusive else self._rw.write():
-            self._index, self._layout, self._filters = index, layout, filters
+            self._index, self._layout, self._filters = state
             self._invalidate_gpu()
         self._dirty = max(self._dirty, 1)  # the snapshot on disk no longer matches
-
-    def _train(self, count: int) -> faiss.Index:
-        spec = self.spec
-        n = min(count, max(spec.train_size, faiss_index.min_train_size(spec)))
-        sample = self._store.sample_vectors(n, np.random.default_rng(0))
-        log.info("gallery %s: training %s (nlist=%d%s) on %d of %d stored vectors", self.path,
-                 spec.index_type, spec.nlist,
-                 f", m={spec.m}, nbits={spec.nbits}" if spec.index_type == "ivf_pq" else "",
-                 sample.shape[0], count)
-        return faiss_index.train_ivf(spec, self.dim, sample)
 
     def _maybe_train_locked(self) -> None:
         spec = self.spec
@@ -702,74 +584,18 @@ class Gallery:
         old = self._manifest.snapshot
         if old is not None and not self._dirty and old.change_seq == seq:
             return
-        # A fresh name per snapshot: the file the current manifest names is never overwritten,
-        # so a crash between writing the snapshot and the manifest leaves the old pair intact.
-        name = f"index-{seq:012d}-{uuid.uuid4().hex[:8]}.faiss"
-        target = self.path / name
         # Writers are excluded by self._writer; concurrent searches only read the index.
-        snap = Snapshot(file=name, change_seq=seq, ntotal=int(self._index.ntotal), layout=self._layout)
-        manifest = replace(self._manifest, snapshot=snap)
         try:
-            faiss_index.write_index_file(target, self._index)
-            write_manifest(self.path, manifest)
-        except (OSError, RuntimeError) as exc:
-            # RuntimeError: FAISS reports a failed write from inside its writer that way.
-            if self._manifest_on_disk_names(name):
+            self._manifest = snapshot.save(self.path, self._manifest, self._index, self._layout, seq)
+        except snapshot.SnapshotError as exc:
+            if exc.committed is not None:
                 # The rename landed and only the directory fsync failed: the new pair is live.
-                self._manifest = manifest
+                self._manifest = exc.committed
                 self._dirty = 0
-            else:
-                with contextlib.suppress(OSError):
-                    target.unlink()
-            raise ReIDError(
-                f"could not save the index snapshot of gallery {self.path}: {exc}; the gallery on "
-                "disk is unchanged (previous snapshot and every committed add/remove are intact); "
-                "free some space and call checkpoint() again"
-            ) from exc
-        self._manifest = manifest
+            raise
         self._dirty = 0
         self._store.prune_removals(seq)
-        self._remove_orphans()
-
-    def _manifest_on_disk_names(self, snapshot_file: str) -> bool:
-        try:
-            snap = read_manifest(self.path).snapshot
-        except ReIDError:
-            return False
-        return snap is not None and snap.file == snapshot_file
-
-    def _remove_orphans(self) -> None:
-        """Delete snapshot files the manifest does not name and temp files of failed writes."""
-        keep = self._manifest.snapshot.file if self._manifest.snapshot else None
-        for p in self.path.glob(_SNAPSHOT_GLOB):
-            if p.name != keep:
-                with contextlib.suppress(OSError):
-                    p.unlink()
-        for p in self.path.glob(".*.tmp"):
-            if p.name.startswith((f".{MANIFEST_NAME}.", ".index-")):
-                with contextlib.suppress(OSError):
-                    p.unlink()
-
-
-def _true_distances(hits: RawHits, max_distance: float | None) -> tuple[np.ndarray, np.ndarray]:
-    """FAISS squared L2 -> Euclidean (clipped at 0), inf/-1 in empty or too-far slots."""
-    I = hits.I.copy()
-    D = np.sqrt(np.clip(hits.D, 0.0, None)).astype(np.float32)
-    if max_distance is not None:
-        I[D > max_distance] = -1
-    D[I < 0] = np.inf
-    return D, I
-
-
-def _group_by_pid(D: np.ndarray, I: np.ndarray, pids: np.ndarray,
-                  max_distance: float | None) -> dict[int, list[tuple[float, int]]]:
-    """Ranked hits grouped by pid, identities ordered by first (best) appearance."""
-    groups: dict[int, list[tuple[float, int]]] = {}
-    for d, i, pid in zip(D.tolist(), I.tolist(), pids.tolist(), strict=True):
-        if max_distance is not None and d > max_distance:
-            break
-        groups.setdefault(pid, []).append((d, i))
-    return groups
+        snapshot.remove_orphans(self.path, self._manifest)
 
 
 def folder_bytes(folder: Path) -> int:

@@ -14,11 +14,11 @@ between the two leaves an unreferenced file, which the next :meth:`CropStore.swe
 from __future__ import annotations
 
 import contextlib
-import hashlib
 import re
 from collections.abc import Callable, Iterable
 from pathlib import Path
 
+from index.gallery import content_hash
 from training.core.fileio import atomic_write_bytes
 
 CROPS_DIR = "crops"
@@ -42,11 +42,6 @@ def sniff_extension(data: bytes) -> str:
         if data.startswith(magic):
             return ext
     raise ValueError("not a JPEG, PNG, BMP or WEBP file")
-
-
-def content_hash(data: bytes) -> str:
-    """Hex sha256 of the bytes: the same value the bulk indexer stores for a file."""
-    return hashlib.sha256(data).hexdigest()
 
 
 class CropStore:

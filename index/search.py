@@ -1,0 +1,153 @@
+"""Search algorithms of the gallery, as plain functions over a FAISS index and its filter columns.
+
+No locks, no SQLite, no metadata: :class:`index.gallery.Gallery` validates the inputs, holds
+the read lock around these calls and looks the resulting ids up in its store. The functions
+here decide *which* ids come back and at what distance:
+
+* :func:`knn` -- FAISS k-NN inside a filter, widening IVF probing until the rows are full;
+* :func:`true_distances` -- FAISS squared L2 to Euclidean, empty and too-far slots marked;
+* :func:`nearest` -- filtered, ranked, true-distance neighbours (what ``search`` returns);
+* :func:`rank_identities` -- identities ranked by their best match, each with its nearest
+  items, widening the item search until the answer is exact for the index.
+
+Inputs are trusted: ``xq`` is a C-contiguous (M, dim) float32 array of finite values, ``k``
+and the per-identity counts are positive ints, ``max_distance`` is None or >= 0.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from typing import NamedTuple
+
+import faiss
+import numpy as np
+
+from index import faiss_index
+from index.faiss_index import GpuMirror, RawHits
+from index.filters import FilterColumns
+from index.records import Neighbours
+
+TimeRange = tuple[float | None, float | None]
+
+
+class IdentityHits(NamedTuple):
+    """One ranked identity: its ``pid`` and its nearest passing items, nearest first, as
+    true Euclidean ``distances`` and gallery ``ids`` (same length, at least one)."""
+
+    pid: int
+    distances: list[float]
+    ids: list[int]
+
+
+def knn(index: faiss.Index, xq: np.ndarray, k: int, allowed: np.ndarray | None,
+        gpu: GpuMirror | None = None) -> RawHits:
+    """Raw FAISS hits of ``xq`` (M, dim): ``D`` (M, k) squared L2 and ``I`` (M, k) ids.
+
+    ``allowed`` is a boolean mask over the id range (None: every stored item). Each row holds
+    min(k, passing items) hits; the remaining slots are ``inf`` / -1. For IVF, probing doubles
+    while some row is short and unprobed lists remain, so a filter that empties the probed
+    lists still gets its results. ``gpu``, if given, serves unfiltered searches.
+    """
+    M = xq.shape[0]
+    n_pass = int(index.ntotal) if allowed is None else int(allowed.sum())
+    k_eff = min(k, n_pass)
+    D = np.full((M, k), np.inf, dtype=np.float32)
+    I = np.full((M, k), -1, dtype=np.int64)  # noqa: E741 - FAISS's name for the id matrix
+    if k_eff == 0:
+        return RawHits(D=D, I=I)
+    if gpu is not None and allowed is None:
+        gpu_index = gpu.get(index)
+        if gpu_index is not None:
+            hits = faiss_index.search(gpu_index, xq, k_eff, None, None)
+            D[:, :k_eff], I[:, :k_eff] = hits.D, hits.I
+            return RawHits(D=D, I=I)
+    nprobe = index.nprobe if faiss_index.is_ivf(index) else None
+    while True:
+        hits = faiss_index.search(index, xq, k_eff, allowed, nprobe)
+        short = (hits.I >= 0).sum(axis=1).min() < k_eff
+        if nprobe is None or not short or nprobe >= index.nlist:
+            break
+        nprobe = min(index.nlist, nprobe * 2)
+    D[:, :k_eff], I[:, :k_eff] = hits.D, hits.I
+    return RawHits(D=D, I=I)
+
+
+def true_distances(hits: RawHits, max_distance: float | None) -> tuple[np.ndarray, np.ndarray]:
+    """FAISS squared L2 -> Euclidean (clipped at 0), as new (M, k) ``D`` float32 and ``I``
+    int64 arrays with ``inf`` / -1 in empty slots and in slots farther than ``max_distance``."""
+    I = hits.I.copy()  # noqa: E741
+    D = np.sqrt(np.clip(hits.D, 0.0, None)).astype(np.float32)
+    if max_distance is not None:
+        I[D > max_distance] = -1
+    D[I < 0] = np.inf
+    return D, I
+
+
+def nearest(index: faiss.Index, filters: FilterColumns, xq: np.ndarray, k: int, *,
+            cameras: Iterable[int] | None = None, exclude_cameras: Iterable[int] | None = None,
+            time_range: TimeRange | None = None, max_distance: float | None = None,
+            gpu: GpuMirror | None = None) -> Neighbours:
+    """The k nearest items of each query that pass the filters, ranked by true Euclidean
+    distance: ``D`` (M, k) float32 and ``I`` (M, k) int64, ``inf`` / -1 in empty slots.
+
+    The filters are those of :meth:`FilterColumns.mask`; ``max_distance`` empties slots
+    farther than it.
+    """
+    allowed = filters.mask(cameras, exclude_cameras, time_range)
+    D, I = true_distances(knn(index, xq, k, allowed, gpu), max_distance)  # noqa: E741
+    return Neighbours(D=D, I=I)
+
+
+def group_by_pid(D: np.ndarray, I: np.ndarray, pids: np.ndarray,  # noqa: E741
+                 max_distance: float | None) -> dict[int, list[tuple[float, int]]]:
+    """One query's ranked hits (valid slots only) grouped by pid: ``{pid: [(distance, id)]}``,
+    identities in order of first (best) appearance, hits past ``max_distance`` dropped."""
+    groups: dict[int, list[tuple[float, int]]] = {}
+    for d, i, pid in zip(D.tolist(), I.tolist(), pids.tolist(), strict=True):
+        if max_distance is not None and d > max_distance:
+            break
+        groups.setdefault(pid, []).append((d, i))
+    return groups
+
+
+def rank_identities(index: faiss.Index, filters: FilterColumns, xq: np.ndarray, k_identities: int,
+                    items_per_identity: int, *, cameras: Iterable[int] | None = None,
+                    exclude_cameras: Iterable[int] | None = None, time_range: TimeRange | None = None,
+                    max_distance: float | None = None) -> list[list[IdentityHits]]:
+    """For each query, up to ``k_identities`` identities ranked by their best match, each with
+    its ``items_per_identity`` nearest items passing the filters (fewer if it has fewer).
+
+    Only labelled items take part. The item search starts at ``max(32, 4 x k_identities x
+    items_per_identity)`` hits and grows x4 for the queries whose answer is not yet complete
+    (an identity in the top may still have items further down) until it is, the candidates run
+    out, or ``max_distance`` is passed; with an exact index the answer equals grouping a full
+    brute-force ranking.
+    """
+    allowed = filters.mask(cameras, exclude_cameras, time_range, labelled_only=True)
+    per_pid = filters.pid_counts(allowed)
+    n_pass = sum(per_pid.values())
+    results: list[list[IdentityHits]] = [[] for _ in range(xq.shape[0])]
+    pending = list(range(xq.shape[0]))
+    fetch = min(n_pass, max(32, 4 * k_identities * items_per_identity))
+    while pending and fetch > 0:
+        D, I = true_distances(knn(index, xq[pending], fetch, allowed), None)  # noqa: E741
+        still = []
+        for row, q in enumerate(pending):
+            valid = I[row] >= 0
+            groups = group_by_pid(D[row][valid], I[row][valid], filters.pids(I[row][valid]), max_distance)
+            top = list(groups.items())[:k_identities]
+            complete = len(groups) >= k_identities and all(
+                len(items) >= min(items_per_identity, per_pid[pid]) for pid, items in top
+            )
+            beyond = max_distance is not None and valid.any() and D[row][valid][-1] > max_distance
+            if complete or beyond or fetch >= n_pass:
+                results[q] = [
+                    IdentityHits(pid, [d for d, _ in items[:items_per_identity]],
+                                 [i for _, i in items[:items_per_identity]])
+                    for pid, items in top
+                ]
+            else:
+                still.append(q)
+        pending = still
+        fetch = min(n_pass, fetch * 4)
+    return results

@@ -1,0 +1,180 @@
+"""The search algorithms as plain functions, against a numpy brute-force oracle: filters,
+true distances, IVF probe widening and identity ranking."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from gallery_data import Population, brute_force, make_population
+
+from index import faiss_index, search
+from index.faiss_index import RawHits
+from index.filters import FilterColumns
+from index.manifest import IndexSpec
+
+DIM = 16
+
+
+def _columns(population: Population, ids: np.ndarray) -> FilterColumns:
+    filters = FilterColumns()
+    filters.add(ids, population.records)
+    return filters
+
+
+def _flat(population: Population, ids: np.ndarray):
+    index = faiss_index.new_flat(DIM)
+    faiss_index.add(index, population.xb, ids)
+    return index
+
+
+def _ivf(population: Population, ids: np.ndarray, nlist: int = 16):
+    spec = IndexSpec(index_type="ivf_flat", nlist=nlist, nprobe=1, m=8, nbits=8, train_size=len(ids))
+    index = faiss_index.train_ivf(spec, DIM, population.xb)
+    faiss_index.add(index, population.xb, ids)
+    return index
+
+
+@pytest.fixture
+def gallery(population: Population) -> tuple[Population, np.ndarray]:
+    # sparse ids, as after removals: the filter columns are indexed by id, not by row
+    return population, np.arange(len(population.records), dtype=np.int64) * 3 + 5
+
+
+def _passing(population: Population, cameras=None, exclude_cameras=None, time_range=None,
+             labelled_only=False) -> np.ndarray:
+    """Oracle of the filters: which rows of the population pass."""
+    keep = np.ones(len(population.records), dtype=bool)
+    if cameras is not None:
+        keep &= np.isin(population.cameras, cameras)
+    if exclude_cameras is not None:
+        keep &= ~np.isin(population.cameras, exclude_cameras)
+    if time_range is not None:
+        start, end = time_range
+        ts = population.timestamps
+        keep &= (start is None or ts >= start) & (end is None or ts <= end)
+    if labelled_only:
+        keep &= np.array([r.pid is not None for r in population.records])
+    return keep
+
+
+FILTERS = [
+    {},
+    {"cameras": [1, 2]},
+    {"exclude_cameras": [1]},
+    {"time_range": (50.0, 180.0)},
+    {"cameras": [3], "time_range": (None, 30.0)},  # 8 items pass: rows of 10 are padded
+]
+
+
+@pytest.mark.parametrize("filters", FILTERS)
+def test_nearest_equals_brute_force_under_filters(gallery, filters):
+    population, ids = gallery
+    xq = np.random.default_rng(7).standard_normal((6, DIM)).astype(np.float32)
+    k = 10
+    got = search.nearest(_flat(population, ids), _columns(population, ids), xq, k, **filters)
+
+    keep = _passing(population, **filters)
+    dist = brute_force(xq, population.xb[keep])
+    order = np.argsort(dist, axis=1, kind="stable")[:, :k]
+    n = order.shape[1]
+    np.testing.assert_array_equal(got.I[:, :n], ids[keep][order])
+    np.testing.assert_allclose(got.D[:, :n], np.take_along_axis(dist, order, 1), rtol=1e-4, atol=1e-4)
+    assert (got.I[:, n:] == -1).all() and np.isinf(got.D[:, n:]).all()
+    assert got.D.dtype == np.float32 and got.I.dtype == np.int64 and got.I.shape == (6, k)
+
+
+def test_max_distance_empties_far_slots(gallery):
+    population, ids = gallery
+    xq = population.xb[:4] + 0.01
+    dist = brute_force(xq, population.xb)
+    radius = float(np.sort(dist, axis=1)[:, 5].mean())
+    got = search.nearest(_flat(population, ids), _columns(population, ids), xq, 20, max_distance=radius)
+    for row in range(len(xq)):
+        within = np.sort(dist[row][dist[row] <= radius])
+        assert (got.I[row] >= 0).sum() == within.size
+        np.testing.assert_allclose(got.D[row, : within.size], within, rtol=1e-4, atol=1e-4)
+        assert np.isinf(got.D[row, within.size :]).all()
+
+
+def test_true_distances_are_euclidean_and_clipped():
+    hits = RawHits(D=np.array([[-1e-7, 9.0, 25.0, np.inf]], dtype=np.float32),
+                   I=np.array([[4, 7, 9, -1]], dtype=np.int64))
+    D, I = search.true_distances(hits, None)
+    assert D.tolist() == [[0.0, 3.0, 5.0, np.inf]] and I.tolist() == [[4, 7, 9, -1]]
+    D, I = search.true_distances(hits, 4.0)
+    assert D.tolist() == [[0.0, 3.0, np.inf, np.inf]] and I.tolist() == [[4, 7, -1, -1]]
+    assert hits.I.tolist() == [[4, 7, 9, -1]]  # the input is not modified
+
+
+def test_ivf_probing_widens_until_filtered_rows_are_full(gallery):
+    population, ids = gallery
+    index = _ivf(population, ids)
+    filters = _columns(population, ids)
+    time_range = (0.0, 11.0)  # 12 items pass, spread over the 16 lists
+    allowed = filters.mask(time_range=time_range)
+    xq = np.random.default_rng(3).standard_normal((8, DIM)).astype(np.float32)
+    k = 12
+    # Probing one list alone leaves rows short: this is what the widening must repair.
+    raw = faiss_index.search(index, xq, k, allowed, 1)
+    assert (raw.I >= 0).sum(axis=1).min() < k
+
+    got = search.nearest(index, filters, xq, k, time_range=time_range)
+    keep = _passing(population, time_range=time_range)
+    dist = brute_force(xq, population.xb[keep])
+    order = np.argsort(dist, axis=1, kind="stable")
+    # every passing item is found, at its exact distance (IVF-Flat stores the vectors)
+    np.testing.assert_array_equal(got.I, ids[keep][order])
+    np.testing.assert_allclose(got.D, np.take_along_axis(dist, order, 1), rtol=1e-4, atol=1e-4)
+    assert index.nprobe == 1  # widening is per call; the index keeps its setting
+
+
+def _identity_oracle(xq_row, population, ids, keep, k_identities, per_identity, max_distance):
+    dist = brute_force(xq_row[None], population.xb)[0]
+    rows = [r for r in np.argsort(dist, kind="stable") if keep[r]]
+    if max_distance is not None:
+        rows = [r for r in rows if dist[r] <= max_distance]
+    groups: dict[int, list[int]] = {}
+    for r in rows:
+        groups.setdefault(population.records[r].pid, []).append(r)
+    return [(pid, [int(ids[r]) for r in members[:per_identity]], [float(dist[r]) for r in members[:per_identity]])
+            for pid, members in list(groups.items())[:k_identities]]
+
+
+@pytest.mark.parametrize(("k_identities", "per_identity", "filters"), [
+    (4, 5, {}),
+    (4, 3, {"exclude_cameras": [2]}),
+    (3, 40, {}),  # more items per identity than the first fetch holds: the search must widen
+    (20, 2, {"cameras": [1, 3]}),  # more identities asked than there are
+])
+def test_rank_identities_equals_brute_force_grouping(gallery, k_identities, per_identity, filters):
+    population, ids = gallery
+    xq = np.random.default_rng(11).standard_normal((5, DIM)).astype(np.float32)
+    got = search.rank_identities(_flat(population, ids), _columns(population, ids), xq, k_identities,
+                                 per_identity, **filters)
+    keep = _passing(population, labelled_only=True, **filters)
+    assert not _passing(population, labelled_only=True).all()  # unlabelled items exist and stay out
+    for row in range(len(xq)):
+        expected = _identity_oracle(xq[row], population, ids, keep, k_identities, per_identity, None)
+        assert [(h.pid, h.ids) for h in got[row]] == [(pid, members) for pid, members, _ in expected]
+        for hits, (_, _, distances) in zip(got[row], expected, strict=True):
+            np.testing.assert_allclose(hits.distances, distances, rtol=1e-4, atol=1e-4)
+
+
+def test_rank_identities_stops_at_max_distance(gallery):
+    population, ids = gallery
+    xq = np.random.default_rng(2).standard_normal((4, DIM)).astype(np.float32)
+    radius = float(np.sort(brute_force(xq, population.xb), axis=1)[:, 30].mean())
+    got = search.rank_identities(_flat(population, ids), _columns(population, ids), xq, 6, 5,
+                                 max_distance=radius)
+    keep = _passing(population, labelled_only=True)
+    for row in range(len(xq)):
+        expected = _identity_oracle(xq[row], population, ids, keep, 6, 5, radius)
+        assert [(h.pid, h.ids) for h in got[row]] == [(pid, members) for pid, members, _ in expected]
+
+
+def test_rank_identities_with_nothing_passing_is_empty(gallery):
+    population, ids = gallery
+    got = search.rank_identities(_flat(population, ids), _columns(population, ids),
+                                 population.xb[:2], 3, 2, cameras=[99])
+    assert got == [[], []]
+
