@@ -8,7 +8,13 @@ import numpy as np
 import pytest
 
 from training.core.errors import ReIDError
-from training.core.evaluation import EvalResult, euclidean_distmat, evaluate, evaluate_features
+from training.core.evaluation import (
+    EvalResult,
+    euclidean_distmat,
+    evaluate,
+    evaluate_blocks,
+    evaluate_features,
+)
 
 
 def reference_evaluate(distmat, q_pids, g_pids, q_camids, g_camids, max_rank):
@@ -184,6 +190,41 @@ def test_blocked_features_give_exactly_the_dense_numbers(dtype, block_size):
     assert blocked.mINP == dense.mINP
     assert np.array_equal(blocked.cmc, dense.cmc)
     assert blocked.num_valid_queries == dense.num_valid_queries
+
+
+@pytest.mark.parametrize("splits", [[1] * 40, [3, 1, 17, 19], [40], [0, 25, 0, 15]])
+def test_blocks_from_any_provider_give_exactly_the_dense_numbers(splits):
+    qf, gf, q_pids, g_pids, q_camids, g_camids = _random_features(3, num_query=40)
+    distmat = euclidean_distmat(qf, gf)
+    dense = evaluate(distmat, q_pids, g_pids, q_camids, g_camids)
+    asked = []
+
+    def blocks():
+        start = 0
+        for rows in splits:
+            asked.append(start)
+            yield distmat[start : start + rows].astype(np.float64)  # any real dtype
+            start += rows
+
+    blocked = evaluate_blocks(blocks(), q_pids, g_pids, q_camids, g_camids)
+    assert (blocked.mAP, blocked.mINP, blocked.num_valid_queries) == (dense.mAP, dense.mINP,
+                                                                       dense.num_valid_queries)
+    assert np.array_equal(blocked.cmc, dense.cmc)
+    assert len(asked) == len(splits)
+
+
+def test_blocks_that_do_not_cover_the_queries_are_rejected():
+    distmat = np.arange(12, dtype=np.float32).reshape(4, 3)
+    q_pids, g_pids = np.array([1, 2, 1, 2]), np.array([1, 2, 3])
+    q_camids, g_camids = np.zeros(4, dtype=int), np.ones(3, dtype=int)
+    with pytest.raises(ValueError, match="held 3 queries, but 4"):
+        evaluate_blocks([distmat[:2], distmat[2:3]], q_pids, g_pids, q_camids, g_camids)
+    with pytest.raises(ValueError, match="more than the 4 queries"):
+        evaluate_blocks([distmat, distmat[:1]], q_pids, g_pids, q_camids, g_camids)
+    with pytest.raises(ValueError, match=r"\(rows, 3\)"):
+        evaluate_blocks([distmat[:, :2]], q_pids, g_pids, q_camids, g_camids)
+    with pytest.raises(ValueError, match=r"\(rows, 3\)"):
+        evaluate_blocks([distmat[0]], q_pids, g_pids, q_camids, g_camids)
 
 
 def test_euclidean_distmat_is_the_euclidean_distance():

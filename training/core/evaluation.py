@@ -17,15 +17,16 @@ With ``r_1 < ... < r_m`` the 1-based ranks of a query's m true matches among the
 
 Only the ranks of the true matches are needed, so each query costs one sort of its kept
 distances and a binary search per match, never a full argsort of the gallery.
-:func:`evaluate_features` computes Euclidean distances one block of queries at a time, so at
-most ``block_size x n_gallery`` distances exist at once.
+:func:`evaluate_blocks` scores distances handed over one block of queries at a time by any
+provider (a gallery index, a feature matrix), so only ``block x n_gallery`` distances need
+exist at once; :func:`evaluate_features` feeds it Euclidean distances computed block by block.
 
 numpy only (no torch): the serving side can score a gallery with the same code.
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from typing import NamedTuple
 
 import numpy as np
@@ -36,6 +37,7 @@ from training.core.errors import ReIDError
 __all__ = [
     "EvalResult",
     "evaluate",
+    "evaluate_blocks",
     "evaluate_features",
     "euclidean_distmat",
     "auto_block_size",
@@ -178,23 +180,59 @@ def _check_labels(
 
 
 def _score_blocks(
-    blocks: Iterator[tuple[int, np.ndarray]],
+    blocks: Iterable[np.ndarray],
     q_pids: np.ndarray,
     q_camids: np.ndarray,
     gallery: _Gallery,
     max_rank: int,
 ) -> EvalResult:
-    """Score ``(first query index, (rows, n_gallery) distances)`` blocks in query order."""
+    """Score consecutive ``(rows, n_gallery)`` distance blocks covering the queries in order."""
     acc = _Accumulator(max_rank)
-    for start, block in blocks:
-        for offset, distances in enumerate(block):
-            query = start + offset
+    num_queries, num_gallery = len(q_pids), len(gallery.pids)
+    query = 0
+    for block in blocks:
+        if getattr(block, "ndim", None) != 2 or block.shape[1] != num_gallery:
+            raise ValueError(
+                f"distance blocks must be (rows, {num_gallery}) arrays (n_gallery columns), "
+                f"got shape {np.shape(block)} at query {query}"
+            )
+        if query + len(block) > num_queries:
+            raise ValueError(f"distance blocks hold more than the {num_queries} queries labelled")
+        for distances in block:
             if np.isnan(distances).any():
                 raise ValueError(f"distances of query {query} contain NaN")
             acc.add(_match_ranks(distances, int(q_pids[query]), int(q_camids[query]), gallery))
+            query += 1
         # drop every reference before the next block is computed, or two blocks coexist
         block = distances = None
+    if query != num_queries:
+        raise ValueError(f"distance blocks held {query} queries, but {num_queries} are labelled")
     return acc.result()
+
+
+def evaluate_blocks(
+    blocks: Iterable[np.ndarray],
+    q_pids: np.ndarray,
+    g_pids: np.ndarray,
+    q_camids: np.ndarray,
+    g_camids: np.ndarray,
+    max_rank: int = 50,
+) -> EvalResult:
+    """:func:`evaluate` on a distance matrix handed over one block of queries at a time.
+
+    ``blocks`` yields (rows, n_gallery) arrays of distances (any real dtype, smaller =
+    closer) for consecutive queries: the first block starts at query 0, the blocks together
+    cover every query exactly once, split any way. Each block is scored and dropped before
+    the next is asked for, so a generator that computes blocks on demand (from features, from
+    a gallery index) keeps at most one block in memory. The metrics are exactly those of
+    ``evaluate`` on the blocks stacked. Raises ValueError for a block of the wrong shape, NaN
+    distances, or blocks covering more or fewer queries than ``q_pids`` labels, and
+    :class:`ReIDError` when no query has a true match.
+    """
+    q_pids, q_camids, gallery = _check_labels(
+        np.size(q_pids), np.size(g_pids), q_pids, g_pids, q_camids, g_camids, max_rank
+    )
+    return _score_blocks(blocks, q_pids, q_camids, gallery, max_rank)
 
 
 def evaluate(
@@ -228,9 +266,9 @@ def evaluate(
         return _score_blocks(_row_blocks(distmat, bar), q_pids, q_camids, gallery, max_rank)
 
 
-def _row_blocks(distmat: np.ndarray, bar: tqdm) -> Iterator[tuple[int, np.ndarray]]:
+def _row_blocks(distmat: np.ndarray, bar: tqdm) -> Iterator[np.ndarray]:
     for query in range(len(distmat)):
-        yield query, np.asarray(distmat[query : query + 1])
+        yield np.asarray(distmat[query : query + 1])
         bar.update(1)
 
 
@@ -283,7 +321,7 @@ def auto_block_size(num_gallery: int, max_cells: int = _DEFAULT_BLOCK_CELLS) -> 
 
 def _distance_blocks(
     qf: np.ndarray, gf: np.ndarray, block_size: int, bar: tqdm
-) -> Iterator[tuple[int, np.ndarray]]:
+) -> Iterator[np.ndarray]:
     q_sq, g_sq = _squared_norms(qf), _squared_norms(gf)
     num_queries = len(qf)
     for start in range(0, num_queries, block_size):
@@ -295,7 +333,7 @@ def _distance_blocks(
             # to euclidean_distmat
             lo, hi = (start, start + 2) if start + 2 <= num_queries else (start - 1, stop)
         block = _euclidean_block(qf[lo:hi], gf, q_sq[lo:hi], g_sq)
-        yield start, block[start - lo : stop - lo]
+        yield block[start - lo : stop - lo]
         del block
         bar.update(stop - start)
 
