@@ -15,7 +15,7 @@ class ItemRecord:
     names (``c1`` -> 1, so >= 1); ``timestamp`` a time or
     frame number in whatever unit the caller uses consistently (the time-range filter compares
     it as a float); ``content_hash`` the hex sha256 of the source file's bytes, used to skip
-    content already indexed (see :func:`index.contenthash.sha256_file`).
+    content already indexed (see :func:`index.gallery.content_hash`).
     """
 
     path: str | None = None
