@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-from gallery_data import Population, brute_force, make_population
+from gallery_data import Population, brute_force
 
 from index import faiss_index, search
 from index.faiss_index import RawHits
