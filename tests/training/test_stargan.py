@@ -11,6 +11,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from torch import Tensor
 from PIL import Image
 
 from training.checkpoint import Checkpoint, save_checkpoint
@@ -27,6 +28,7 @@ from training.stargan import (
     lr_factor,
     train_stargan,
 )
+from training.stargan.trainer import discriminator_step, generator_step
 from training.stargan.data import CameraImages
 from training.stargan.losses import camera_classification_loss, gradient_penalty
 from training.stargan.model import tile_camera
@@ -172,6 +174,79 @@ def test_lr_factor_is_linear_over_the_last_half() -> None:
 
 # ----------------------------------------------------------------------------------------------
 # Training
+
+
+def _step_inputs() -> tuple[Generator, Discriminator, Tensor, Tensor, Tensor]:
+    torch.manual_seed(0)
+    real = torch.rand(4, 3, 32, 16) * 2 - 1
+    return Generator(TINY_CONFIG), Discriminator(TINY_CONFIG), real, torch.tensor([0, 1, 2, 3]), torch.tensor([5, 4, 3, 0])
+
+
+def _weights(module: torch.nn.Module) -> dict[str, Tensor]:
+    return {k: v.clone() for k, v in module.state_dict().items()}
+
+
+def test_discriminator_step_reports_its_losses_and_moves_only_the_discriminator() -> None:
+    generator, discriminator, real, camids, target = _step_inputs()
+    g_before, d_before = _weights(generator), _weights(discriminator)
+    with torch.no_grad():
+        fake = generator(real, target)
+        expected_adv = (discriminator(fake).patch.mean() - discriminator(real).patch.mean()).item()
+        expected_cls = camera_classification_loss(discriminator(real).logits, camids).item()
+    opt_d = torch.optim.Adam(discriminator.parameters(), lr=1e-3)
+    losses = discriminator_step(generator, discriminator, opt_d, real, camids, target, lambda_cls=1.0, lambda_gp=10.0)
+    assert losses.d_adv == pytest.approx(expected_adv, rel=1e-5, abs=1e-7)
+    assert losses.d_cls == pytest.approx(expected_cls, rel=1e-5)
+    assert losses.d_gp >= 0.0
+    assert all(torch.equal(v, generator.state_dict()[k]) for k, v in g_before.items())
+    assert all(p.grad is None for p in generator.parameters())
+    assert any(not torch.equal(v, discriminator.state_dict()[k]) for k, v in d_before.items())
+
+
+def test_generator_step_reports_its_losses_and_moves_only_the_generator() -> None:
+    generator, discriminator, real, camids, target = _step_inputs()
+    g_before, d_before = _weights(generator), _weights(discriminator)
+    with torch.no_grad():
+        fake = generator(real, target)
+        expected_adv = -discriminator(fake).patch.mean().item()
+        expected_cls = camera_classification_loss(discriminator(fake).logits, target).item()
+        expected_rec = (real - generator(fake, camids)).abs().mean().item()
+    opt_g = torch.optim.Adam(generator.parameters(), lr=1e-3)
+    losses = generator_step(generator, discriminator, opt_g, real, camids, target, lambda_cls=1.0, lambda_rec=10.0)
+    assert losses == pytest.approx((expected_adv, expected_cls, expected_rec), rel=1e-5)
+    assert all(torch.equal(v, discriminator.state_dict()[k]) for k, v in d_before.items())
+    assert all(p.grad is None and p.requires_grad for p in discriminator.parameters())  # frozen, then unfrozen
+    assert any(not torch.equal(v, generator.state_dict()[k]) for k, v in g_before.items())
+
+
+def test_generator_step_unfreezes_the_discriminator_when_it_fails() -> None:
+    generator, discriminator, real, camids, _ = _step_inputs()
+    opt_g = torch.optim.Adam(generator.parameters())
+    with pytest.raises((IndexError, RuntimeError)):
+        generator_step(generator, discriminator, opt_g, real, camids, torch.tensor([9, 9, 9, 9]), lambda_cls=1.0, lambda_rec=10.0)
+    assert all(p.requires_grad for p in discriminator.parameters())
+
+
+def test_a_seeded_run_repeats_its_losses(market: Path, tmp_path: Path) -> None:
+    import training.stargan.trainer as trainer
+
+    samples = load_unlabelled_images(market)
+    real_save = trainer.save_stargan
+
+    def losses(run: Path, seed: int) -> list[dict[str, float]]:
+        seen: list[dict[str, float]] = []
+        trainer.save_stargan = lambda path, ckpt: (seen.append(ckpt.metrics), real_save(path, ckpt))  # type: ignore[assignment]
+        try:
+            recipe = TrainConfig(iters=4, batch_size=4, workers=0, n_critic=2, checkpoint_every=1, seed=seed)
+            train_stargan(samples, TINY_CONFIG, recipe, run, device=torch.device("cpu"), progress=False)
+        finally:
+            trainer.save_stargan = real_save
+        return seen
+
+    first = losses(tmp_path / "a", seed=3)
+    assert len(first) == 4 and "g_rec" not in first[0] and "g_rec" in first[1]
+    assert losses(tmp_path / "b", seed=3) == first
+    assert losses(tmp_path / "c", seed=4) != first
 
 
 def _real_classification_loss(run: Path, market: Path) -> float:

@@ -86,6 +86,121 @@ def _set_lr(optimizer: torch.optim.Optimizer, lr: float) -> None:
         group["lr"] = lr
 
 
+class DiscriminatorLosses(NamedTuple):
+    """The unweighted terms of one discriminator step, as plain floats."""
+
+    d_adv: float
+    d_cls: float
+    d_gp: float
+
+
+class GeneratorLosses(NamedTuple):
+    """The unweighted terms of one generator step, as plain floats."""
+
+    g_adv: float
+    g_cls: float
+    g_rec: float
+
+
+def discriminator_step(
+    generator: Generator,
+    discriminator: Discriminator,
+    optimizer: torch.optim.Optimizer,
+    real: Tensor,
+    camids: Tensor,
+    target: Tensor,
+    *,
+    lambda_cls: float,
+    lambda_gp: float,
+) -> DiscriminatorLosses:
+    """One update of ``discriminator``: real vs translated patches, the camera of real images,
+    and the gradient penalty.
+
+    ``real`` (B, 3, H, W) in [-1, 1]; ``camids`` (B,) the cameras they were taken with and
+    ``target`` (B,) the cameras to translate to, both 0-based int64. The generator only
+    translates (no gradient reaches it).
+    """
+    fake = generator(real, target).detach()
+    out_real, out_fake = discriminator(real), discriminator(fake)
+    d_adv = critic_loss(out_real.patch, out_fake.patch)
+    d_cls = camera_classification_loss(out_real.logits, camids)
+    d_gp = gradient_penalty(lambda x: discriminator(x).patch, real, fake)
+    d_loss = d_adv + lambda_cls * d_cls + lambda_gp * d_gp
+    optimizer.zero_grad(set_to_none=True)
+    d_loss.backward()
+    optimizer.step()
+    return DiscriminatorLosses(d_adv=d_adv.item(), d_cls=d_cls.item(), d_gp=d_gp.item())
+
+
+def generator_step(
+    generator: Generator,
+    discriminator: Discriminator,
+    optimizer: torch.optim.Optimizer,
+    real: Tensor,
+    camids: Tensor,
+    target: Tensor,
+    *,
+    lambda_cls: float,
+    lambda_rec: float,
+) -> GeneratorLosses:
+    """One update of ``generator``: fool the critic, be classified as the ``target`` camera, and
+    translate back to ``camids`` (cycle consistency). Tensors as in :func:`discriminator_step`.
+
+    The discriminator is frozen for the step (its weights get no gradient) and unfrozen after.
+    """
+    discriminator.requires_grad_(False)
+    try:
+        fake = generator(real, target)
+        out_fake = discriminator(fake)
+        g_adv = -out_fake.patch.mean()
+        g_cls = camera_classification_loss(out_fake.logits, target)
+        g_rec = reconstruction_loss(real, generator(fake, camids))
+        g_loss = g_adv + lambda_cls * g_cls + lambda_rec * g_rec
+        optimizer.zero_grad(set_to_none=True)
+        g_loss.backward()
+        optimizer.step()
+    finally:
+        discriminator.requires_grad_(True)
+    return GeneratorLosses(g_adv=g_adv.item(), g_cls=g_cls.item(), g_rec=g_rec.item())
+
+
+def _camera_loader(
+    samples: Sequence[UnlabelledSample], image_size: tuple[int, int], config: TrainConfig, start: int
+) -> DataLoader[CameraImage]:
+    """Shuffled, flipped batches, reseeded from the start iteration so that a resumed run draws
+    fresh (not repeated) batches."""
+    torch.manual_seed(config.seed + start)
+    return DataLoader(
+        CameraImages(samples, image_size, flip=True),
+        batch_size=config.batch_size,
+        shuffle=True,
+        drop_last=len(samples) >= config.batch_size,
+        num_workers=config.workers,
+        persistent_workers=config.workers > 0,
+        generator=torch.Generator().manual_seed(config.seed + start),
+    )
+
+
+def _restore(
+    path: Path,
+    model_config: StarGANConfig,
+    generator: Generator,
+    discriminator: Discriminator,
+    opt_g: torch.optim.Optimizer,
+    opt_d: torch.optim.Optimizer,
+) -> int:
+    """Load the run at ``path`` into the networks and optimisers; its iteration."""
+    state = load_stargan(path)
+    if state.model_config != model_config:
+        raise ReIDError(f"{path} was trained with {state.model_config}, not {model_config}: start a new --out")
+    generator.load_state_dict(state.generator)
+    discriminator.load_state_dict(state.discriminator)
+    if state.g_optimizer and state.d_optimizer:
+        opt_g.load_state_dict(state.g_optimizer)
+        opt_d.load_state_dict(state.d_optimizer)
+    return state.iteration
+
+
 def train_stargan(
     samples: Sequence[UnlabelledSample],
     model_config: StarGANConfig,
@@ -125,32 +240,12 @@ def train_stargan(
     opt_d = torch.optim.Adam(discriminator.parameters(), lr=config.lr_d, betas=betas)
     start = 0
     if resume:
-        state = load_stargan(path)
-        if state.model_config != model_config:
-            raise ReIDError(f"{path} was trained with {state.model_config}, not {model_config}: start a new --out")
-        generator.load_state_dict(state.generator)
-        discriminator.load_state_dict(state.discriminator)
-        if state.g_optimizer and state.d_optimizer:
-            opt_g.load_state_dict(state.g_optimizer)
-            opt_d.load_state_dict(state.d_optimizer)
-        start = state.iteration
+        start = _restore(path, model_config, generator, discriminator, opt_g, opt_d)
         log(f"resuming {path} at iteration {start}")
     if start >= config.iters:
         log(f"{path} is at iteration {start} >= --iters {config.iters}: nothing to train")
         return TrainSummary(path, start, start, 0.0, {})
-
-    # Reseeded from the iteration, so a resumed run draws fresh (not repeated) batches.
-    torch.manual_seed(config.seed + start)
-    loader = DataLoader(
-        CameraImages(samples, model_config.image_size, flip=True),
-        batch_size=config.batch_size,
-        shuffle=True,
-        drop_last=len(samples) >= config.batch_size,
-        num_workers=config.workers,
-        persistent_workers=config.workers > 0,
-        generator=torch.Generator().manual_seed(config.seed + start),
-    )
-    batches = _batches(loader)
+    batches = _batches(_camera_loader(samples, model_config.image_size, config, start))
 
     def checkpoint(iteration: int, metrics: dict[str, float]) -> None:
         save_stargan(
@@ -182,34 +277,16 @@ def train_stargan(
         # Targets uniform over cameras (StarGAN permutes the batch's labels): rare cameras
         # are translated to as often as common ones.
         target = torch.randint(num_cameras, camids.shape, device=device)
-
-        # Discriminator: real vs translated patches, camera of real images, gradient penalty.
-        fake = generator(real, target).detach()
-        out_real, out_fake = discriminator(real), discriminator(fake)
-        d_adv = critic_loss(out_real.patch, out_fake.patch)
-        d_cls = camera_classification_loss(out_real.logits, camids)
-        d_gp = gradient_penalty(lambda x: discriminator(x).patch, real, fake)
-        d_loss = d_adv + config.lambda_cls * d_cls + config.lambda_gp * d_gp
-        opt_d.zero_grad(set_to_none=True)
-        d_loss.backward()
-        opt_d.step()
-        metrics.update(d_adv=d_adv.item(), d_cls=d_cls.item(), d_gp=d_gp.item())
-
-        # Generator: fool the critic, be classified as the target camera, cycle back.
+        d_losses = discriminator_step(
+            generator, discriminator, opt_d, real, camids, target, lambda_cls=config.lambda_cls, lambda_gp=config.lambda_gp
+        )
+        metrics.update(d_losses._asdict())
         if (iteration + 1) % config.n_critic == 0:
-            discriminator.requires_grad_(False)
-            fake = generator(real, target)
-            out_fake = discriminator(fake)
-            g_adv = -out_fake.patch.mean()
-            g_cls = camera_classification_loss(out_fake.logits, target)
-            g_rec = reconstruction_loss(real, generator(fake, camids))
-            g_loss = g_adv + config.lambda_cls * g_cls + config.lambda_rec * g_rec
-            opt_g.zero_grad(set_to_none=True)
-            g_loss.backward()
-            opt_g.step()
-            discriminator.requires_grad_(True)
-            metrics.update(g_adv=g_adv.item(), g_cls=g_cls.item(), g_rec=g_rec.item())
-            bar.set_postfix(d_cls=f"{metrics['d_cls']:.3f}", g_cls=f"{g_cls.item():.3f}", g_rec=f"{g_rec.item():.3f}")
+            g_losses = generator_step(
+                generator, discriminator, opt_g, real, camids, target, lambda_cls=config.lambda_cls, lambda_rec=config.lambda_rec
+            )
+            metrics.update(g_losses._asdict())
+            bar.set_postfix(d_cls=f"{d_losses.d_cls:.3f}", g_cls=f"{g_losses.g_cls:.3f}", g_rec=f"{g_losses.g_rec:.3f}")
 
         out_of_time = max_seconds is not None and time.perf_counter() - began >= max_seconds
         if (iteration + 1) % config.checkpoint_every == 0 or iteration + 1 == config.iters or out_of_time:
