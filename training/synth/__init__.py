@@ -7,15 +7,14 @@ re-renders the same person and pose under every camera of the domain.
 
 from training.synth.domains import DOMAINS, DUKE, MARKET, CameraStyle, DomainSpec, SceneStyle, get_domain
 from training.synth.identity import Identity, make_identity, sample_identities
+from training.synth.person import Pose, sample_pose
 from training.synth.render import (
-    Pose,
     RenderedPerson,
     render_camstyle,
     render_distractor,
     render_junk,
     render_person,
     render_scene,
-    sample_pose,
 )
 from training.synth.writer import SynthConfig, SynthPlan, SynthSummary, plan_dataset, write_domains
 
