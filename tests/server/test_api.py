@@ -330,7 +330,11 @@ def test_writes_are_refused_without_a_configured_key(make_settings: Callable[...
 def test_unknown_items_are_404(client: TestClient) -> None:
     for r in (client.get("/gallery/12345/image"), client.delete("/gallery/12345", headers=AUTH)):
         assert r.status_code == 404 and r.json()["error"] == "not_found"
-    assert client.get("/gallery/-1/image").status_code == 422
+    # An item id is digits: anything else names no resource, and never another route's path.
+    for path in ("/gallery/-1/image", "/gallery/stats/image", "/gallery/x/image"):
+        r = client.get(path)
+        assert r.status_code == 404 and r.json()["error"] == "not_found"
+    assert client.get(f"/gallery/{2**60}/image").status_code == 422  # beyond ids JSON keeps exact
     assert client.delete("/gallery", headers=AUTH).status_code == 422  # pid is required
 
 
