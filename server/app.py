@@ -21,6 +21,7 @@ from starlette.responses import FileResponse
 from server.errors import install_error_handlers
 from server.limits import BodySizeLimit
 from server.metrics import Metrics, MetricsMiddleware
+from server.openapi import install_openapi
 from server.routes import router
 from server.service import SearchService
 from server.settings import Settings
@@ -61,6 +62,7 @@ def create_app(settings: Settings, service: SearchService | None = None) -> Fast
     app.state.service = None
     install_error_handlers(app)
     app.include_router(router)
+    install_openapi(app, settings)
     app.mount("/static", StaticFiles(directory=STATIC_DIR), name="static")
 
     @app.get("/", include_in_schema=False)
