@@ -58,7 +58,7 @@ def test_missing_model_gallery_or_mismatch_are_one_line(tmp_path: Path, capsys) 
 
 
 def test_create_where_no_gallery_can_be_made_is_one_line_before_startup(tmp_path: Path, capsys) -> None:
-    # Without the preflight check these failed inside uvicorn's startup, as a traceback.
+    # Opened before uvicorn starts: these once failed inside its startup, as a traceback.
     model = write_tiny_model(tmp_path / "m.onnx", seed=1)
     a_file = tmp_path / "notes.txt"
     a_file.write_text("not a folder")
