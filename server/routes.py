@@ -75,7 +75,7 @@ async def search(
 
 @router.post("/gallery", response_model=AddResponse, status_code=201, tags=["gallery"],
              dependencies=[Depends(require_api_key)],
-             responses=error_responses(400, 401, 413, 415, 422, 503),
+             responses=error_responses(400, 401, 413, 415, 422, 503, 507),
              summary="Add crops to the gallery (one transaction; needs the API key)")
 async def add_items(
     service: ServiceDep,
@@ -114,7 +114,7 @@ ItemId = Annotated[int, Path(ge=0, le=MAX_INT, description="gallery item id")]
 
 # ``:int`` keeps ids apart from fixed paths: /gallery/stats is never taken for an item id.
 @router.delete("/gallery/{item_id:int}", response_model=RemoveResponse, tags=["gallery"],
-               dependencies=[Depends(require_api_key)], responses=error_responses(401, 404, 422, 503),
+               dependencies=[Depends(require_api_key)], responses=error_responses(401, 404, 422, 503, 507),
                summary="Remove one item (needs the API key)")
 async def remove_item(service: ServiceDep, item_id: ItemId) -> RemoveResponse:
     removed = await service.remove_item(item_id)
@@ -124,7 +124,7 @@ async def remove_item(service: ServiceDep, item_id: ItemId) -> RemoveResponse:
 
 
 @router.delete("/gallery", response_model=RemoveResponse, tags=["gallery"],
-               dependencies=[Depends(require_api_key)], responses=error_responses(401, 404, 422, 503),
+               dependencies=[Depends(require_api_key)], responses=error_responses(401, 404, 422, 503, 507),
                summary="Remove every item of one identity (needs the API key)")
 async def remove_identity(
     service: ServiceDep,

@@ -77,3 +77,10 @@ def test_schemathesis_finds_nothing(make_settings: Callable[..., Settings], tmp_
     # The examples really reached the service: searches and adds of real images succeeded.
     assert 'route="/search",status="200"' in served
     assert 'route="/gallery",status="201"' in served
+
+
+def test_writes_document_a_full_disk(make_settings: Callable[..., Settings]) -> None:
+    paths = create_app(make_settings()).openapi()["paths"]
+    for method, path in (("post", "/gallery"), ("delete", "/gallery"), ("delete", "/gallery/{item_id}")):
+        assert paths[path][method]["responses"]["507"]["content"]["application/json"]["schema"] == \
+            {"$ref": "#/components/schemas/ErrorBody"}
