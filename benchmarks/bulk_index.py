@@ -74,12 +74,12 @@ def time_raw(embedder, pixels: np.ndarray) -> float:
 
 def time_bulk(embedder, paths: list[Path], folder: Path, workers: int, decode: str) -> tuple[float, int]:
     from index.bulk import index_images
-    from index.gallery import Gallery
+    from index.opening import open_or_create
     from index.sources import SourceImage
 
     images = [SourceImage(p, None, None, None) for p in paths]
     start = time.perf_counter()
-    with Gallery.create(folder, embedder.embedding_dim, embedder.fingerprint) as gallery:
+    with open_or_create(folder, embedder) as gallery:
         report = index_images(gallery, embedder, images, batch_size=BATCH, workers=workers, decode=decode,
                               progress=False)
     seconds = time.perf_counter() - start  # includes the snapshot written on close

@@ -74,14 +74,14 @@ def crops(n: int, seed: int, height: int = 128, width: int = 64) -> list[bytes]:
 
 def build_gallery(model: Path, folder: Path, size: int) -> None:
     from export.runtime import Embedder
-    from index.gallery import Gallery
+    from index.opening import open_or_create
     from index.records import ItemRecord
 
     embedder = Embedder(model, intra_op_threads=2)
     data = crops(size, seed=1)
     xb = embedder.embed(data)
     records = [ItemRecord(pid=i // 4, camera=1 + i % 6, timestamp=float(i)) for i in range(size)]
-    with Gallery.create(folder, dim=embedder.embedding_dim, fingerprint=embedder.fingerprint) as g:
+    with open_or_create(folder, embedder) as g:  # as reid-serve --create would
         g.add(xb, records)
 
 
@@ -109,13 +109,13 @@ def direct(model: Path, gallery: Path, queries: list[bytes], batch: int, seconds
     """The same work as one /search, in-process: decode, embed, item and identity search."""
     from export.runtime import Embedder
     from index import faiss_index
-    from index.gallery import Gallery
+    from index.opening import open_or_create
 
     faiss_index.set_num_threads(1)
     embedder = Embedder(model, intra_op_threads=2)
     latencies: list[float] = []
     done = 0
-    with Gallery.open(gallery) as g:
+    with open_or_create(gallery, embedder, create=False) as g:
         start, cpu0 = time.perf_counter(), time.process_time()
         i = 0
         while time.perf_counter() - start < seconds:

@@ -40,8 +40,7 @@ from tqdm import tqdm
 from training.core.imageio import ImageDecodeError
 from export.runtime import Embedder
 from training.core.cores import usable_cores
-from index.gallery import DEFAULT_CHECKPOINT_EVERY, Gallery, content_hash
-from index.manifest import IndexSpec, manifest_path
+from index.gallery import Gallery, content_hash
 from index.records import ItemRecord
 from index.sources import SkippedFile, SourceImage
 from training.core.errors import ReIDError
@@ -54,15 +53,14 @@ T = TypeVar("T")
 R = TypeVar("R")
 
 
-DECODE_MODES = ("auto", "burst", "overlap")
+DECODE_MODES = ("overlap", "burst")
 
 
-def resolve_decode_mode(mode: str = "auto") -> str:
-    """``"auto"`` -> ``"overlap"``: on a quiet 2-core CPU it kept up with raw embedding at least as
-    well as ``"burst"`` (see the module docstring), and on a GPU the CPU is idle meanwhile."""
+def check_decode_mode(mode: str) -> str:
+    """``mode`` if it names a schedule (the module docstring), else a ReIDError listing them."""
     if mode not in DECODE_MODES:
         raise ReIDError(f"unknown decode mode {mode!r}; expected one of {', '.join(DECODE_MODES)}")
-    return "overlap" if mode == "auto" else mode
+    return mode
 
 
 def default_decode_workers(mode: str, cores: int | None = None) -> int:
@@ -135,35 +133,6 @@ class FailureLog:
             self.path.unlink()  # no bad files this run: a stale list would mislead
 
 
-def open_or_create(path: str | os.PathLike[str], embedder: Embedder, spec: IndexSpec | None = None, *,
-                   device: str = "cpu", checkpoint_every: int | None = DEFAULT_CHECKPOINT_EVERY) -> Gallery:
-    """Open the gallery at ``path`` for ``embedder``'s model, creating it if there is none.
-
-    ``spec`` applies to a new gallery (default: exact ``flat``); for an existing one its
-    ``index_type`` must agree. A gallery made with another model is a ReIDError naming both
-    fingerprints.
-    """
-    folder = Path(path)
-    if manifest_path(folder).exists():
-        gallery = Gallery.open(folder, expected_dim=embedder.embedding_dim,
-                               expected_fingerprint=embedder.fingerprint, device=device,
-                               checkpoint_every=checkpoint_every)
-        if spec is not None and spec.index_type != gallery.spec.index_type:
-            gallery.close()
-            raise ReIDError(f"gallery {folder} is a {gallery.spec.index_type} gallery, not "
-                            f"{spec.index_type}: drop --index-type or pick a new folder")
-        return gallery
-    spec = spec or IndexSpec()
-    contract = embedder.contract
-    return Gallery.create(
-        folder, embedder.embedding_dim, embedder.fingerprint, spec.index_type, nlist=spec.nlist,
-        nprobe=spec.nprobe, m=spec.m, nbits=spec.nbits, train_size=spec.train_size, device=device,
-        checkpoint_every=checkpoint_every,
-        extra={"model": embedder.model_path.name, "embedding_kind": contract.embedding_kind,
-               "input_size": [contract.input_height, contract.input_width]},
-    )
-
-
 def index_images(
     gallery: Gallery,
     embedder: Embedder,
@@ -171,7 +140,7 @@ def index_images(
     *,
     batch_size: int = 64,
     workers: int | None = None,
-    decode: str = "auto",
+    decode: str = "overlap",
     report_path: Path | None = None,
     progress: bool = True,
     total: int | None = None,
@@ -192,7 +161,7 @@ def index_images(
     if gallery.dim != embedder.embedding_dim or gallery.fingerprint != embedder.fingerprint:
         raise ReIDError(f"gallery {gallery.path} was built with model {gallery.fingerprint}, not "
                         f"{embedder.fingerprint} ({embedder.model_path})")
-    mode = resolve_decode_mode(decode)
+    mode = check_decode_mode(decode)
     workers = workers or default_decode_workers(mode)
     report = BuildReport(report_path=report_path)
     failures = FailureLog(report_path)
@@ -231,28 +200,6 @@ def index_images(
         failures.close()
         report.seconds = time.perf_counter() - start
     return report
-
-
-def index_files(
-    gallery: Gallery,
-    embedder: Embedder,
-    paths: Sequence[str | os.PathLike[str]],
-    *,
-    pid: int | None = None,
-    camera: int | None = None,
-    timestamp: float | None = None,
-    batch_size: int = 64,
-    workers: int | None = None,
-    decode: str = "auto",
-    progress: bool = False,
-) -> BuildReport:
-    """Index these crop files with the same labels for all (None = unknown; ``camera`` is the
-    file-name number, c1 is 1); the entry point
-    for a server or script holding an open gallery and embedder. Content already in the
-    gallery is skipped; bad files come back in ``report.failures``."""
-    images = [SourceImage(Path(p), pid, camera, timestamp) for p in paths]
-    return index_images(gallery, embedder, images, batch_size=batch_size, workers=workers, decode=decode,
-                        progress=progress, total=len(images))
 
 
 def _make_preparer(gallery: Gallery, embedder: Embedder) -> Callable[[SourceImage | SkippedFile], _Prepared]:
@@ -329,13 +276,13 @@ def _batched_map(pool: ThreadPoolExecutor, fn: Callable[[T], R], items: Iterable
 
 
 def embed_files(embedder: Embedder, paths: Sequence[str | os.PathLike[str]], *, workers: int | None = None,
-                decode: str = "auto", progress: bool = False) -> np.ndarray:
+                decode: str = "overlap", progress: bool = False) -> np.ndarray:
     """Embed crop files, decoding in ``workers`` threads: -> (N, D) float32 in input order.
 
     Unlike :func:`index_images` a bad file is an error here (queries must all be usable):
     raises :class:`training.core.imageio.ImageDecodeError` naming it.
     """
-    mode = resolve_decode_mode(decode)
+    mode = check_decode_mode(decode)
     workers = workers or default_decode_workers(mode)
     chunks: list[np.ndarray] = []
     batch: list[np.ndarray] = []

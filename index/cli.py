@@ -22,11 +22,12 @@ import numpy as np
 
 from export.runtime import Embedder
 from training.core.cores import usable_cores
-from index.bulk import DECODE_MODES, REPORT_NAME, embed_files, index_images, open_or_create
+from index.bulk import DECODE_MODES, REPORT_NAME, embed_files, index_images
 from index.evaluation import evaluate_gallery
 from index.faiss_index import INDEX_TYPES
 from index.gallery import DEFAULT_CHECKPOINT_EVERY, Gallery
 from index.manifest import IndexSpec
+from index.opening import open_or_create
 from index.records import GalleryItem
 from index.sources import TIMESTAMP_SOURCES, SourceImage, discover, iter_sources
 from training.core.datasets import load_dataset, parse_reid_name
@@ -69,10 +70,10 @@ def _model_args(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--batch-size", type=_positive, default=64, help="images per ONNX Runtime call (default: %(default)s)")
     parser.add_argument("--workers", type=_positive, default=None,
                         help="decode threads (default: every core for burst, a quarter of them for overlap)")
-    parser.add_argument("--decode", choices=DECODE_MODES, default="auto",
+    parser.add_argument("--decode", choices=DECODE_MODES, default="overlap",
                         help="overlap: decode the next batch while this one is embedded; burst: decode "
                              "each batch between inference calls (can help when other jobs crowd the "
-                             "cores); auto = overlap (default: %(default)s)")
+                             "cores) (default: %(default)s)")
     parser.add_argument("--threads", type=_positive, default=None,
                         help="ONNX Runtime intra-op threads (default: every usable core)")
     parser.add_argument("--quiet", action="store_true", help="no progress bar")
@@ -199,8 +200,7 @@ def _add(args: argparse.Namespace) -> int:
             args.camera if args.camera is not None else camera,
             args.timestamp if args.timestamp is not None else frame,
         ))
-    with Gallery.open(args.gallery, expected_dim=embedder.embedding_dim,
-                      expected_fingerprint=embedder.fingerprint, device=_faiss_device(args)) as gallery:
+    with open_or_create(args.gallery, embedder, create=False, device=_faiss_device(args)) as gallery:
         report = index_images(gallery, embedder, images, batch_size=args.batch_size, workers=args.workers,
                               decode=args.decode, progress=not args.quiet, total=len(images))
     for skipped in report.failures:
@@ -252,8 +252,7 @@ def _stats(args: argparse.Namespace) -> int:
 
 def _search(args: argparse.Namespace) -> int:
     embedder = _embedder(args)
-    with Gallery.open(args.gallery, expected_dim=embedder.embedding_dim,
-                      expected_fingerprint=embedder.fingerprint, device=_faiss_device(args)) as gallery:
+    with open_or_create(args.gallery, embedder, create=False, device=_faiss_device(args)) as gallery:
         xq = embedder.embed([args.image])
         filters = dict(cameras=args.cameras, exclude_cameras=args.exclude_cameras, max_distance=args.max_distance)
         if args.identities:

@@ -64,28 +64,6 @@ def settings_from_args(args: argparse.Namespace) -> Settings:
         raise ReIDError(f"bad settings ({problems}); flags and REID_* variables are listed in --help") from None
 
 
-def preflight(settings: Settings) -> None:
-    """Refuse at once, in one line, what would make the app fail to start."""
-    from export.runtime import Embedder
-    from index.gallery import check_creatable
-    from index.manifest import manifest_path, read_manifest
-
-    embedder = Embedder(settings.model, providers="cpu", intra_op_threads=1)
-    if manifest_path(settings.gallery).exists():
-        manifest = read_manifest(settings.gallery)
-        if (manifest.fingerprint, manifest.dim) != (embedder.fingerprint, embedder.embedding_dim):
-            raise ReIDError(
-                f"gallery {settings.gallery} was built with model {manifest.fingerprint[:12]} "
-                f"({manifest.dim}-d) but {settings.model} is {embedder.fingerprint[:12]} "
-                f"({embedder.embedding_dim}-d); rebuild the gallery or use the matching model")
-    elif not settings.create_gallery:
-        raise ReIDError(f"{settings.gallery}: no gallery there; build one with reid-index, or pass "
-                        "--create to start an empty gallery for this model")
-    else:
-        # The app creates it at startup, where a failure is uvicorn's traceback, not one line.
-        check_creatable(settings.gallery)
-
-
 def check_bindable(host: str, port: int) -> None:
     """Refuse in one line an address uvicorn could not listen on (port in use, unknown host):
     uvicorn would only find out after loading the model and gallery, and exit 3 in a log."""
@@ -106,15 +84,19 @@ def main(argv: list[str] | None = None) -> int:
         import uvicorn
 
         from server.app import create_app
+        from server.metrics import Metrics
+        from server.service import SearchService
 
         settings = settings_from_args(args)
         logging.basicConfig(level=settings.log_level.upper(), format="%(levelname)s %(name)s: %(message)s")
         check_bindable(settings.host, settings.port)
-        preflight(settings)
+        # Opened here, once, before listening: a missing model, a gallery of another model or a
+        # folder where none can be made is one line, not a traceback in uvicorn's startup.
+        service = SearchService.open(settings, Metrics())
         print(f"reid-serve: http://{settings.host}:{settings.port}/ (model {settings.model}, "
               f"gallery {settings.gallery}, pid {os.getpid()})", flush=True)
         # One process: the gallery is locked by the process that opens it.
-        uvicorn.run(create_app(settings), host=settings.host, port=settings.port,
+        uvicorn.run(create_app(settings, service), host=settings.host, port=settings.port,
                     log_level=settings.log_level, workers=1, timeout_graceful_shutdown=10)
         return 0
 

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import contextlib
 import re
+import stat
 from collections.abc import Callable, Iterable
 from pathlib import Path
 
@@ -73,6 +74,19 @@ class CropStore:
             if path.is_file():
                 return path
         return None
+
+    def disk_bytes(self) -> int:
+        """Bytes of every file under the crop folder (0 when there is none). A file deleted by a
+        concurrent removal between the listing and its stat simply no longer counts."""
+        total = 0
+        for path in self.root.rglob("*"):
+            try:
+                info = path.lstat()
+            except FileNotFoundError:
+                continue
+            if stat.S_ISREG(info.st_mode):
+                total += info.st_size
+        return total
 
     def discard(self, digests: Iterable[str]) -> None:
         for digest in digests:

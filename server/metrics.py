@@ -73,7 +73,8 @@ class MetricsMiddleware:
             await self.app(scope, receive, send_and_record)
         finally:
             route = scope.get("route")
-            label = getattr(route, "path", None) or "unmatched"
+            # path_format: the template without converters (/gallery/{item_id}, not {item_id:int})
+            label = getattr(route, "path_format", None) or getattr(route, "path", None) or "unmatched"
             # Clients choose the method token freely; only known ones become label values, so
             # a stream of made-up methods cannot grow the registry without bound.
             method = scope.get("method", "")

@@ -1,4 +1,5 @@
-"""The HTTP endpoints. Thin: validate parameters, read uploads, call the service."""
+"""The HTTP endpoints. Thin: validate parameters, read uploads, call the service, and map its
+domain records to the response schemas (:mod:`server.responses`) and to HTTP errors."""
 
 from __future__ import annotations
 
@@ -12,6 +13,7 @@ from pydantic import Field
 from index.records import ItemRecord
 from server.deps import ServiceDep, get_service, require_api_key
 from server.errors import ApiError, error_responses
+from server.responses import add_response, remove_response, search_response, stats_response
 from server.schemas import (
     AddResponse,
     ErrorBody,
@@ -68,12 +70,12 @@ async def search(
         time_range=(time_from, time_to) if time_from is not None or time_to is not None else None,
         max_distance=max_distance,
     )
-    return await service.search(await _read_upload(image), query)
+    return search_response(await service.search(await _read_upload(image), query))
 
 
 @router.post("/gallery", response_model=AddResponse, status_code=201, tags=["gallery"],
              dependencies=[Depends(require_api_key)],
-             responses=error_responses(400, 401, 413, 415, 422, 503),
+             responses=error_responses(400, 401, 413, 415, 422, 503, 507),
              summary="Add crops to the gallery (one transaction; needs the API key)")
 async def add_items(
     service: ServiceDep,
@@ -93,7 +95,7 @@ async def add_items(
                             (("pid", pid), ("camera", camera), ("timestamp", timestamp)))
     records = [ItemRecord(pid=p, camera=c, timestamp=t) for p, c, t in zip(pids, cameras, times, strict=True)]
     uploads = [await _read_upload(f) for f in files]
-    return await service.add(uploads, records)
+    return add_response(await service.add(uploads, records))
 
 
 def _per_file(name: str, values: list | None, n: int) -> list:
@@ -110,37 +112,50 @@ def _per_file(name: str, values: list | None, n: int) -> list:
 ItemId = Annotated[int, Path(ge=0, le=MAX_INT, description="gallery item id")]
 
 
-@router.delete("/gallery/{item_id}", response_model=RemoveResponse, tags=["gallery"],
-               dependencies=[Depends(require_api_key)], responses=error_responses(401, 404, 422, 503),
+# ``:int`` keeps ids apart from fixed paths: /gallery/stats is never taken for an item id.
+@router.delete("/gallery/{item_id:int}", response_model=RemoveResponse, tags=["gallery"],
+               dependencies=[Depends(require_api_key)], responses=error_responses(401, 404, 422, 503, 507),
                summary="Remove one item (needs the API key)")
 async def remove_item(service: ServiceDep, item_id: ItemId) -> RemoveResponse:
-    return await service.remove_item(item_id)
+    removed = await service.remove_item(item_id)
+    if not removed.removed:
+        raise ApiError(404, "not_found", f"no gallery item with id {item_id}")
+    return remove_response(removed)
 
 
 @router.delete("/gallery", response_model=RemoveResponse, tags=["gallery"],
-               dependencies=[Depends(require_api_key)], responses=error_responses(401, 404, 422, 503),
+               dependencies=[Depends(require_api_key)], responses=error_responses(401, 404, 422, 503, 507),
                summary="Remove every item of one identity (needs the API key)")
 async def remove_identity(
     service: ServiceDep,
     pid: Annotated[int, Query(ge=-1, le=MAX_INT, description="identity whose items to remove")],
 ) -> RemoveResponse:
-    return await service.remove_identity(pid)
+    removed = await service.remove_identity(pid)
+    if not removed.removed:
+        raise ApiError(404, "not_found", f"no gallery items with pid {pid}")
+    return remove_response(removed)
 
 
 @router.get("/gallery/stats", response_model=StatsResponse, tags=["gallery"],
             responses=error_responses(503), summary="Gallery size, cameras, model and index")
 async def stats(service: ServiceDep) -> StatsResponse:
-    return await service.stats()
+    return stats_response(await service.stats())
 
 
-@router.get("/gallery/{item_id}/image", tags=["gallery"], response_class=FileResponse,
+@router.get("/gallery/{item_id:int}/image", tags=["gallery"], response_class=FileResponse,
             responses={200: {"content": {"image/jpeg": {}, "image/png": {}, "image/bmp": {},
                                          "image/webp": {}},
                              "description": "the stored crop"},
                        **error_responses(404, 422, 503)},
             summary="The crop of a gallery item")
 async def item_image(service: ServiceDep, item_id: ItemId) -> FileResponse:
-    path, media_type = await service.image_file(item_id)
+    image = await service.image_file(item_id)
+    if image is None:
+        raise ApiError(404, "not_found", f"no gallery item with id {item_id}")
+    if image.path is None:
+        raise ApiError(404, "no_image", f"gallery item {item_id} has no image this server may serve "
+                       "(see --image-root)")
+    path, media_type = image.path, image.media_type
     # Ids are never reused and crops are content-addressed, so the answer for an id never changes.
     return FileResponse(path, media_type=media_type, headers={"Cache-Control": "public, max-age=86400"})
 

@@ -1,9 +1,14 @@
 """What the routes call: the model, the gallery, the crop store and the batcher, together.
 
-:meth:`SearchService.open` loads everything (blocking; the app's lifespan runs it in a
-thread) and :meth:`SearchService.aclose` releases it. Every blocking step (decode, ONNX,
-FAISS, SQLite, file writes) runs in the service's thread pool or the batcher's thread, never
-on the event loop.
+:meth:`SearchService.open` loads everything (blocking; ``reid-serve`` runs it before it
+listens, the app's lifespan otherwise, in a thread) and :meth:`SearchService.aclose` releases
+it. Every blocking step (decode, ONNX, FAISS, SQLite, file writes) runs in the service's thread
+pool or the batcher's thread, never on the event loop.
+
+The service speaks the domain, not HTTP: it returns the records below (and those of
+:mod:`index.records`) and lets the libraries' exceptions through (``ImageDecodeError``,
+``ReIDError``, ``OSError``); :mod:`server.routes` and :mod:`server.errors` turn both into
+answers.
 """
 
 from __future__ import annotations
@@ -15,36 +20,22 @@ import threading
 import time
 from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import TypeVar
 
 import numpy as np
 
-from training.core.imageio import ImageDecodeError
 from export.runtime import Embedder
 from index import faiss_index
 from index.gallery import Gallery
-from index.manifest import manifest_path
-from index.records import GalleryItem, IdentityMatch, ItemRecord, Match
+from index.opening import open_or_create
+from index.records import GalleryItem, GalleryStats, IdentityMatch, ItemRecord, Match
 from server.batcher import MicroBatcher
 from server.crops import MEDIA_TYPES, CropStore
-from server.errors import ApiError, decode_error
 from server.metrics import Metrics
-from server.schemas import (
-    AddResponse,
-    CameraCount,
-    GalleryItemOut,
-    IdentityOut,
-    MatchOut,
-    RemoveResponse,
-    SearchResponse,
-    StatsResponse,
-    Timings,
-)
 from server.settings import Settings
 from server.threads import ThreadPlan, plan_threads
-from training.core.errors import ReIDError
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
@@ -64,6 +55,61 @@ class SearchQuery:
 
 
 @dataclass(frozen=True)
+class Upload:
+    """One uploaded file: its bytes and the name the client gave it (for messages only)."""
+
+    data: bytes
+    name: str
+
+
+@dataclass(frozen=True)
+class SearchTimings:
+    """Where the time of one search went, in seconds; ``batch_size`` queries shared its ONNX call."""
+
+    decode: float
+    embed: float
+    search: float
+    total: float
+    batch_size: int
+
+
+@dataclass(frozen=True)
+class SearchOutcome:
+    """What one search found: the nearest items, the identities ranked by their best match."""
+
+    matches: list[Match]
+    identities: list[IdentityMatch]
+    gallery_size: int
+    timings: SearchTimings
+
+
+@dataclass(frozen=True)
+class AddOutcome:
+    """The items one add stored, in upload order, and the gallery's size after it."""
+
+    items: list[GalleryItem]
+    gallery_size: int
+
+
+@dataclass(frozen=True)
+class RemoveOutcome:
+    """How many items a removal took out (0: none matched) and the gallery's size after it."""
+
+    removed: int
+    gallery_size: int
+
+
+@dataclass(frozen=True)
+class ItemImage:
+    """The image of a gallery item: ``path`` is None when the server may serve none (no stored
+    crop, and the recorded path is not inside one of the configured image roots)."""
+
+    item: GalleryItem
+    path: Path | None
+    media_type: str | None
+
+
+@dataclass(frozen=True)
 class _Found:
     """What one search found, and when (``time.perf_counter``) each step ended."""
 
@@ -73,27 +119,6 @@ class _Found:
     decoded: float
     embedded: float
     done: float
-
-
-@dataclass(frozen=True)
-class Upload:
-    """One uploaded file: its bytes and the name the client gave it (for messages only)."""
-
-    data: bytes
-    name: str
-
-
-def open_gallery(settings: Settings, embedder: Embedder) -> Gallery:
-    """Open the gallery for this model, or create it when allowed (``create_gallery``)."""
-    if manifest_path(settings.gallery).exists():
-        return Gallery.open(settings.gallery, expected_dim=embedder.embedding_dim,
-                            expected_fingerprint=embedder.fingerprint)
-    if not settings.create_gallery:
-        raise ReIDError(f"{settings.gallery}: no gallery there; build one with reid-index, or pass "
-                        "--create to start an empty gallery for this model")
-    return Gallery.create(settings.gallery, dim=embedder.embedding_dim,
-                          fingerprint=embedder.fingerprint,
-                          extra={"embedding_kind": embedder.contract.embedding_kind})
 
 
 class SearchService:
@@ -127,7 +152,7 @@ class SearchService:
         embedder = Embedder(settings.model, providers=settings.providers,
                             intra_op_threads=plan.onnx, batch_size=max(settings.max_batch, 32),
                             max_pixels=settings.max_pixels, spin=False)
-        gallery = open_gallery(settings, embedder)
+        gallery = open_or_create(settings.gallery, embedder, create=settings.create_gallery)
         log.info("serving %s with gallery %s (%d items); %s", settings.model, settings.gallery,
                  len(gallery), plan.describe())
         return cls(settings, embedder, gallery, plan, metrics)
@@ -151,7 +176,8 @@ class SearchService:
 
     # -- search ----------------------------------------------------------------------------
 
-    async def search(self, upload: Upload, query: SearchQuery) -> SearchResponse:
+    async def search(self, upload: Upload, query: SearchQuery) -> SearchOutcome:
+        """The nearest items and identities to one crop; ImageDecodeError if it is no usable image."""
         started = time.perf_counter()
         if self._batcher is not None:
             found = await self._search_batched(upload, query)
@@ -159,15 +185,10 @@ class SearchService:
             # Every hop between the event loop and a thread costs a wake-up of each, so the
             # three blocking steps of an unbatched search run in one request-thread call.
             found = await self._in_pool(self._search_alone, upload, query)
-        return SearchResponse(
-            identities=[IdentityOut(pid=i.pid, distance=i.distance, items=[_match_out(m) for m in i.items])
-                        for i in found.identities],
-            matches=[_match_out(m) for m in found.matches],
-            gallery_size=len(self.gallery),
-            timings=Timings(decode_ms=_ms(found.decoded - started), embed_ms=_ms(found.embedded - found.decoded),
-                            search_ms=_ms(found.done - found.embedded), total_ms=_ms(found.done - started),
-                            batch_size=found.batch_size),
-        )
+        timings = SearchTimings(decode=found.decoded - started, embed=found.embedded - found.decoded,
+                                search=found.done - found.embedded, total=found.done - started,
+                                batch_size=found.batch_size)
+        return SearchOutcome(found.matches, found.identities, len(self.gallery), timings)
 
     async def _search_batched(self, upload: Upload, query: SearchQuery) -> _Found:
         assert self._batcher is not None
@@ -189,10 +210,7 @@ class SearchService:
 
     def _preprocess(self, upload: Upload) -> np.ndarray:
         started = time.perf_counter()
-        try:
-            x = self.embedder.preprocess(upload.data, name=upload.name)
-        except ImageDecodeError as exc:
-            raise decode_error(exc) from None
+        x = self.embedder.preprocess(upload.data, name=upload.name)
         self.metrics.decode.observe(time.perf_counter() - started)
         return x
 
@@ -217,14 +235,14 @@ class SearchService:
 
     # -- writes ----------------------------------------------------------------------------
 
-    async def add(self, uploads: Sequence[Upload], records: Sequence[ItemRecord]) -> AddResponse:
+    async def add(self, uploads: Sequence[Upload], records: Sequence[ItemRecord]) -> AddOutcome:
         """Decode every upload first (any bad one refuses the whole request), then embed them
         and commit crops + items in one gallery transaction."""
         batch = await self._in_pool(self._preprocess_all, uploads)
         vectors = await asyncio.get_running_loop().run_in_executor(
             self._embed_thread, self.embedder.embed_arrays, batch)
         items = await self._in_pool(self._commit_add, uploads, vectors, records)
-        return AddResponse(items=[_item_out(i) for i in items], gallery_size=len(self.gallery))
+        return AddOutcome(items, len(self.gallery))
 
     def _preprocess_all(self, uploads: Sequence[Upload]) -> np.ndarray:
         return np.stack([self._preprocess(u) for u in uploads])
@@ -239,25 +257,20 @@ class SearchService:
                     digest, rel, new = self.crops.put(upload.data)
                     if new:
                         written.append(digest)
-                    stored.append(ItemRecord(path=rel, pid=rec.pid, camera=rec.camera,
-                                             timestamp=rec.timestamp, content_hash=digest))
+                    stored.append(replace(rec, path=rel, content_hash=digest))
                 ids = self.gallery.add(vectors, stored)
             except BaseException:
                 self.crops.discard(written)  # the gallery did not commit: nothing refers to them
                 raise
         return self.gallery.items(ids.tolist())
 
-    async def remove_item(self, item_id: int) -> RemoveResponse:
+    async def remove_item(self, item_id: int) -> RemoveOutcome:
         removed = await self._in_pool(self._remove_blocking, lambda: self.gallery.remove([item_id]))
-        if not removed:
-            raise ApiError(404, "not_found", f"no gallery item with id {item_id}")
-        return RemoveResponse(removed=removed, gallery_size=len(self.gallery))
+        return RemoveOutcome(removed, len(self.gallery))
 
-    async def remove_identity(self, pid: int) -> RemoveResponse:
+    async def remove_identity(self, pid: int) -> RemoveOutcome:
         removed = await self._in_pool(self._remove_blocking, lambda: self.gallery.remove_identity(pid))
-        if not removed:
-            raise ApiError(404, "not_found", f"no gallery items with pid {pid}")
-        return RemoveResponse(removed=removed, gallery_size=len(self.gallery))
+        return RemoveOutcome(removed, len(self.gallery))
 
     def _remove_blocking(self, remove: Callable[[], int]) -> int:
         with self._write_lock:
@@ -268,28 +281,24 @@ class SearchService:
 
     # -- reads -----------------------------------------------------------------------------
 
-    async def stats(self) -> StatsResponse:
-        s = await self._in_pool(self.gallery.stats)
-        per_camera = sorted(s.per_camera.items(), key=lambda kv: (kv[0] is None, kv[0] or 0))
-        return StatsResponse(
-            count=s.count, identities=s.identities, unlabelled=s.unlabelled,
-            per_camera=[CameraCount(camera=c, count=n) for c, n in per_camera], dim=s.dim,
-            fingerprint=s.fingerprint, index_type=s.index_type, active_index=s.active_index,
-            device=s.device, on_disk_bytes=s.on_disk_bytes,
-        )
+    async def stats(self) -> GalleryStats:
+        """The gallery's summary; ``on_disk_bytes`` also counts the crops stored beside it."""
+        return await self._in_pool(self._stats_blocking)
 
-    async def image_file(self, item_id: int) -> tuple[Path, str]:
-        """The crop of an item and its media type; 404 unless it is a stored crop or a file
-        inside one of the configured ``image_roots``."""
+    def _stats_blocking(self) -> GalleryStats:
+        stats = self.gallery.stats()
+        return replace(stats, on_disk_bytes=stats.on_disk_bytes + self.crops.disk_bytes())
+
+    async def image_file(self, item_id: int) -> ItemImage | None:
+        """The image of an item (None: no such item): its stored crop, or the recorded file when
+        it lies inside one of the configured ``image_roots``."""
         found = await self._in_pool(self.gallery.items, [item_id])
         if not found:
-            raise ApiError(404, "not_found", f"no gallery item with id {item_id}")
+            return None
         item = found[0]
         path = self.crops.find(item.content_hash) or self._inside_image_roots(item.path)
-        if path is None:
-            raise ApiError(404, "no_image", f"gallery item {item_id} has no image this server may "
-                           "serve (see --image-root)")
-        return path, MEDIA_TYPES[path.suffix.lower().lstrip(".")]
+        media_type = None if path is None else MEDIA_TYPES[path.suffix.lower().lstrip(".")]
+        return ItemImage(item, path, media_type)
 
     def _inside_image_roots(self, recorded: str | None) -> Path | None:
         if not recorded or not self.settings.image_roots:
@@ -303,18 +312,3 @@ class SearchService:
         return None
 
 
-def _ms(seconds: float) -> float:
-    return round(seconds * 1000.0, 3)
-
-
-def _item_fields(item: GalleryItem) -> dict[str, object]:
-    return dict(id=item.id, pid=item.pid, camera=item.camera, timestamp=item.timestamp, path=item.path,
-                added_at=item.added_at, image_url=f"/gallery/{item.id}/image")
-
-
-def _item_out(item: GalleryItem) -> GalleryItemOut:
-    return GalleryItemOut(**_item_fields(item))
-
-
-def _match_out(match: Match) -> MatchOut:
-    return MatchOut(distance=match.distance, **_item_fields(match.item))

@@ -53,6 +53,22 @@ def add_identity(client, pid: int, cameras: list[int], timestamps: list[float] |
     return response.json()["items"]
 
 
+def snapshot(client) -> tuple[object, ...]:
+    """Everything a write could change: counts, the items' metadata, the stored crop files, and
+    the distances from fixed probes to every stored vector (FAISS's view of the vectors)."""
+    service = client.app.state.service
+    stats = client.get("/gallery/stats").json()
+    stats.pop("on_disk_bytes")  # SQLite's WAL grows on reads' checkpoints; not a change
+    crops = sorted(p.name for p in service.crops.root.glob("*/*")) if service.crops.root.exists() else []
+    items = [(i.id, i.pid, i.camera, i.timestamp, i.content_hash) for i in service.gallery.items(range(1, 100))]
+    vectors = None
+    if len(service.gallery):
+        probes = np.random.default_rng(0).normal(size=(3, service.gallery.dim)).astype(np.float32)
+        hits = service.gallery.nearest(probes, k=len(service.gallery))
+        vectors = (hits.I.tolist(), np.round(hits.D, 4).tolist())
+    return stats, crops, items, vectors
+
+
 def fill_gallery(client) -> dict[int, list[dict]]:
     """Four identities, two cameras each, timestamps 10*pid + camera."""
     return {pid: add_identity(client, pid, [1, 2], [10.0 * pid + 1, 10.0 * pid + 2])

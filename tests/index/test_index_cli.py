@@ -11,9 +11,11 @@ import pytest
 from PIL import Image
 
 from export.runtime import Embedder
-from index.bulk import REPORT_NAME, index_files
+from index.bulk import REPORT_NAME, index_images
 from index.cli import main
 from index.gallery import Gallery
+from index.opening import open_or_create
+from index.sources import SourceImage
 from training.core.datasets import list_images, load_dataset, parse_reid_name
 from training.core.evaluation import evaluate_features
 
@@ -193,14 +195,19 @@ def test_stats_remove_add(capsys, tmp_path, tiny_model, market_data) -> None:
     assert (Path(last[1]), last[2], last[3], last[4]) == (query, 77, 5, 12.5)
 
 
-def test_index_files_library_call(tmp_path, tiny_model) -> None:
+def images(paths: list[Path], camera: int | None = None) -> list[SourceImage]:
+    return [SourceImage(p, None, camera, None) for p in paths]
+
+
+def test_index_images_library_call(tmp_path, tiny_model) -> None:
     paths = [write_png(tmp_path / f"{i}.png", i) for i in range(5)]
     (tmp_path / "bad.png").write_bytes(b"nope")
     embedder = Embedder(tiny_model)
-    with Gallery.create(tmp_path / "g", embedder.embedding_dim, embedder.fingerprint) as gallery:
-        report = index_files(gallery, embedder, [*paths, tmp_path / "bad.png"], camera=2, batch_size=2)
+    with open_or_create(tmp_path / "g", embedder) as gallery:
+        report = index_images(gallery, embedder, images([*paths, tmp_path / "bad.png"], camera=2), batch_size=2,
+                              progress=False)
         assert (report.added, report.failed) == (5, 1) and report.failures[0].reason == "not_an_image"
-        assert index_files(gallery, embedder, paths).already_indexed == 5
+        assert index_images(gallery, embedder, images(paths), progress=False).already_indexed == 5
         res = gallery.search(embedder.embed(paths[3:4]), k=1)
         assert res.matches[0][0].item.path == str(paths[3]) and res.matches[0][0].item.camera == 2
 
@@ -287,7 +294,8 @@ def test_both_decode_schedules_store_the_same_vectors(tmp_path, tiny_model, deco
     paths = [write_png(tmp_path / f"{i:02d}.png", i, (12 + i, 7 + i)) for i in range(11)]
     embedder = Embedder(tiny_model, batch_size=4)
     with Gallery.create(tmp_path / "g", embedder.embedding_dim, embedder.fingerprint) as gallery:
-        report = index_files(gallery, embedder, paths, batch_size=4, workers=3, decode=decode)
+        report = index_images(gallery, embedder, images(paths), batch_size=4, workers=3, decode=decode,
+                              progress=False)
         assert report.added == 11
         hits = gallery.nearest(embedder.embed(paths), k=1)
     np.testing.assert_array_equal(hits.I[:, 0], np.arange(1, 12))  # each file finds itself, in order

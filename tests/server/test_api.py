@@ -14,17 +14,7 @@ from PIL import Image
 
 from server.app import create_app
 from server.settings import Settings
-from service_data import AUTH, IDENTITY_COLOURS, add_identity, crop_array, crop_bytes, fill_gallery
-
-
-def snapshot(client: TestClient) -> tuple[object, ...]:
-    """Everything a write could change: counts, the items' metadata, the stored crop files."""
-    service = client.app.state.service
-    stats = client.get("/gallery/stats").json()
-    stats.pop("on_disk_bytes")  # SQLite's WAL grows on reads' checkpoints; not a change
-    crops = sorted(p.name for p in service.crops.root.glob("*/*")) if service.crops.root.exists() else []
-    items = [(i.id, i.pid, i.camera, i.timestamp, i.content_hash) for i in service.gallery.items(range(1, 100))]
-    return stats, crops, items
+from service_data import AUTH, IDENTITY_COLOURS, add_identity, crop_array, crop_bytes, fill_gallery, snapshot
 
 
 def search(client: TestClient, data: bytes, **params: object):
@@ -330,7 +320,11 @@ def test_writes_are_refused_without_a_configured_key(make_settings: Callable[...
 def test_unknown_items_are_404(client: TestClient) -> None:
     for r in (client.get("/gallery/12345/image"), client.delete("/gallery/12345", headers=AUTH)):
         assert r.status_code == 404 and r.json()["error"] == "not_found"
-    assert client.get("/gallery/-1/image").status_code == 422
+    # An item id is digits: anything else names no resource, and never another route's path.
+    for path in ("/gallery/-1/image", "/gallery/stats/image", "/gallery/x/image"):
+        r = client.get(path)
+        assert r.status_code == 404 and r.json()["error"] == "not_found"
+    assert client.get(f"/gallery/{2**60}/image").status_code == 422  # beyond ids JSON keeps exact
     assert client.delete("/gallery", headers=AUTH).status_code == 422  # pid is required
 
 
@@ -340,3 +334,22 @@ def test_made_up_methods_share_one_metrics_label(client: TestClient) -> None:
     text = client.get("/metrics").text
     assert "BREW" not in text
     assert 'method="other"' in text
+
+
+@pytest.mark.parametrize("method,path,allow", [
+    ("OPTIONS", "/gallery/stats", "GET"),  # once answered by DELETE /gallery/{item_id}
+    ("DELETE", "/gallery/stats", "GET"),
+    ("GET", "/gallery", "DELETE, POST"),  # two routes share the path: both methods are listed
+    ("PUT", "/gallery/5", "DELETE"),
+    ("POST", "/gallery/5/image", "GET"),
+    ("GET", "/search", "POST"),
+])
+def test_wrong_methods_are_405_listing_every_method_of_the_path(client: TestClient, method: str, path: str,
+                                                                allow: str) -> None:
+    r = client.request(method, path, headers=AUTH)
+    assert (r.status_code, r.json()["error"], r.headers["allow"]) == (405, "method_not_allowed", allow)
+
+
+def test_item_routes_keep_their_metrics_label(client: TestClient, filled) -> None:
+    client.get(f"/gallery/{filled[1][0]['id']}/image")
+    assert 'route="/gallery/{item_id}/image",status="200"' in client.get("/metrics").text

@@ -3,6 +3,7 @@ serving modules that never import torch."""
 
 from __future__ import annotations
 
+import json
 import subprocess
 import sys
 from pathlib import Path
@@ -57,7 +58,7 @@ def test_missing_model_gallery_or_mismatch_are_one_line(tmp_path: Path, capsys) 
 
 
 def test_create_where_no_gallery_can_be_made_is_one_line_before_startup(tmp_path: Path, capsys) -> None:
-    # Without the preflight check these failed inside uvicorn's startup, as a traceback.
+    # Opened before uvicorn starts: these once failed inside its startup, as a traceback.
     model = write_tiny_model(tmp_path / "m.onnx", seed=1)
     a_file = tmp_path / "notes.txt"
     a_file.write_text("not a folder")
@@ -99,3 +100,36 @@ def test_serving_and_client_modules_do_not_import_torch() -> None:
             "print(bad); raise SystemExit(1 if bad else 0)")
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
     assert done.returncode == 0, "clients must speak HTTP only: " + done.stdout
+
+
+def test_serve_loads_the_model_once_and_serves_what_it_opened(tmp_path: Path, monkeypatch, capsys) -> None:
+    import uvicorn
+    from fastapi.testclient import TestClient
+
+    from export.runtime import Embedder
+    from index.opening import model_description
+
+    model = write_tiny_model(tmp_path / "m.onnx", seed=1)
+    loads: list[Path] = []
+    real_init = Embedder.__init__
+
+    def counting_init(self, model_path, *args, **kwargs) -> None:
+        loads.append(Path(model_path))
+        real_init(self, model_path, *args, **kwargs)
+
+    answers = []
+
+    def fake_run(app, **kwargs) -> None:  # what uvicorn would serve, without a socket
+        assert len(loads) == 1  # loaded before listening
+        with TestClient(app) as client:
+            answers.append(client.get("/readyz").json())
+
+    monkeypatch.setattr(Embedder, "__init__", counting_init)
+    monkeypatch.setattr(uvicorn, "run", fake_run)
+    assert main(["--model", str(model), "--gallery", str(tmp_path / "g"), "--create", "--port", "0"]) == 0, \
+        capsys.readouterr().err
+    assert loads == [model]
+    assert answers[0]["status"] == "ready" and answers[0]["model_fingerprint"] == Embedder(model).fingerprint
+    # the same manifest fields as a gallery reid-index makes (tests/index/test_opening.py)
+    manifest = json.loads((tmp_path / "g" / "manifest.json").read_text())
+    assert manifest["extra"] == model_description(Embedder(model))

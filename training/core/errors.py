@@ -14,6 +14,11 @@ class ReIDError(Exception):
     """
 
 
+class BackendUnavailable(ReIDError):
+    """A store or search backend that a gallery needs cannot serve right now (busy, locked,
+    closing or unreachable); the same call may succeed later. The service answers it with 503."""
+
+
 def run_cli(prog: str, body: Callable[[], int | None]) -> int:
     """Run a command body; turn :class:`ReIDError` into one line on stderr and exit 2.
 

@@ -1,0 +1,67 @@
+"""The service's domain records as the JSON schemas of :mod:`server.schemas`.
+
+The routes call these; the service never builds a schema itself.
+"""
+
+from __future__ import annotations
+
+from index.records import GalleryItem, GalleryStats, Match
+from server.schemas import (
+    AddResponse,
+    CameraCount,
+    GalleryItemOut,
+    IdentityOut,
+    MatchOut,
+    RemoveResponse,
+    SearchResponse,
+    StatsResponse,
+    Timings,
+)
+from server.service import AddOutcome, RemoveOutcome, SearchOutcome
+
+
+def search_response(found: SearchOutcome) -> SearchResponse:
+    t = found.timings
+    return SearchResponse(
+        identities=[IdentityOut(pid=i.pid, distance=i.distance, items=[match_out(m) for m in i.items])
+                    for i in found.identities],
+        matches=[match_out(m) for m in found.matches],
+        gallery_size=found.gallery_size,
+        timings=Timings(decode_ms=_ms(t.decode), embed_ms=_ms(t.embed), search_ms=_ms(t.search),
+                        total_ms=_ms(t.total), batch_size=t.batch_size),
+    )
+
+
+def add_response(added: AddOutcome) -> AddResponse:
+    return AddResponse(items=[item_out(i) for i in added.items], gallery_size=added.gallery_size)
+
+
+def remove_response(removed: RemoveOutcome) -> RemoveResponse:
+    return RemoveResponse(removed=removed.removed, gallery_size=removed.gallery_size)
+
+
+def stats_response(s: GalleryStats) -> StatsResponse:
+    per_camera = sorted(s.per_camera.items(), key=lambda kv: (kv[0] is None, kv[0] or 0))
+    return StatsResponse(
+        count=s.count, identities=s.identities, unlabelled=s.unlabelled,
+        per_camera=[CameraCount(camera=c, count=n) for c, n in per_camera], dim=s.dim,
+        fingerprint=s.fingerprint, index_type=s.index_type, active_index=s.active_index,
+        device=s.device, on_disk_bytes=s.on_disk_bytes,
+    )
+
+
+def item_out(item: GalleryItem) -> GalleryItemOut:
+    return GalleryItemOut(**_item_fields(item))
+
+
+def match_out(match: Match) -> MatchOut:
+    return MatchOut(distance=match.distance, **_item_fields(match.item))
+
+
+def _item_fields(item: GalleryItem) -> dict[str, object]:
+    return dict(id=item.id, pid=item.pid, camera=item.camera, timestamp=item.timestamp, path=item.path,
+                added_at=item.added_at, image_url=f"/gallery/{item.id}/image")
+
+
+def _ms(seconds: float) -> float:
+    return round(seconds * 1000.0, 3)
