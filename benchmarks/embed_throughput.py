@@ -41,7 +41,8 @@ from training.checkpoint import Checkpoint, load_checkpoint, save_checkpoint
 from training.core.errors import run_cli
 from training.core.fileio import atomic_write_bytes
 from training.model import ModelConfig, ReIDModel
-from training.transforms import eval_transform, read_rgb
+from training.core.imageio import decode_image
+from training.transforms import eval_transform
 from training.synth.writer import SynthConfig, write_domains
 
 RESULTS = Path(__file__).resolve().parent / "results" / "embed_throughput.md"
@@ -110,7 +111,7 @@ def prepare_checkpoint(work: Path, crops_dir: Path, checkpoint: str | None) -> t
     config = ModelConfig(num_classes=751)
     model = ReIDModel(config)
     transform = eval_transform(config.height, config.width)
-    images = torch.stack([transform(read_rgb(f)) for f in find_images(crops_dir / "bounding_box_train")[:32]])
+    images = torch.stack([transform(decode_image(f)) for f in find_images(crops_dir / "bounding_box_train")[:32]])
     labels = torch.arange(len(images)) % config.num_classes
     opt = torch.optim.SGD(model.parameters(), lr=0.01, momentum=0.9)
     model.train()

@@ -1,9 +1,9 @@
 """Search features of a trained model for a list of image files, and what they retrieve.
 
-Preprocessing is exactly "decode RGB, bilinear resize to the model input, divide by 255"
-(:func:`training.transforms.eval_transform`); mean/std normalisation happens inside the model.
-The ONNX runtime (``training.core.imageio.resize_to_input``) applies the same steps, so features from
-here and from an exported model can be compared directly.
+Preprocessing is the serving runtime's own: :func:`training.core.imageio.decode_image`, then
+:func:`training.core.imageio.resize_to_input` (bilinear, divide by 255) through
+:func:`training.transforms.eval_transform`; mean/std normalisation happens inside the model.
+Features from here and from an exported model therefore see the same pixels.
 """
 
 from __future__ import annotations
@@ -19,7 +19,8 @@ from tqdm import tqdm
 from training.core.datasets import ReIDDataset
 from training.core.evaluation import EvalResult, evaluate_features
 from training.model import ReIDModel, embedding_dim, search_embedding
-from training.transforms import eval_transform, read_rgb
+from training.core.imageio import decode_image
+from training.transforms import eval_transform
 
 __all__ = ["extract_features", "evaluate_model", "metrics_record"]
 
@@ -33,7 +34,7 @@ class _ImageFiles(Dataset):
         return len(self.paths)
 
     def __getitem__(self, index: int) -> torch.Tensor:
-        return self.transform(read_rgb(self.paths[index]))
+        return self.transform(decode_image(self.paths[index]))
 
 
 def extract_features(

@@ -1,19 +1,27 @@
 """Image transforms of the training recipe (METHOD.md, "Training recipe").
 
+Every training-side image read calls the serving decoder,
+:func:`training.core.imageio.decode_image` (EXIF orientation, 16-bit rescale, alpha onto
+white, palette and CMYK to RGB), so a file gives the same pixels in training, ``reid-eval``,
+``reid-index`` and the server.
+
 Images leave these transforms as float32 RGB tensors in [0, 1], shape (3, H, W): the model
 normalises inside its graph, so the exported ONNX file and the runtime never normalise twice.
-The test-time path is "decode, convert to RGB, bilinear resize", the same steps the serving
-runtime applies, so accuracy measured in training is the accuracy served.
+The test-time transform *is* the runtime's resize (:func:`training.core.imageio.resize_to_input`),
+so accuracy measured in training is the accuracy served.
 """
 
 from __future__ import annotations
 
-from pathlib import Path
+import functools
+from collections.abc import Callable
 
 import numpy as np
 import torch
 from PIL import Image
 from torchvision import transforms as T
+
+from training.core.imageio import resize_to_input
 
 # Aspect ratio of the random crop in the paper is height/width in [2, 3]; torchvision's
 # RandomResizedCrop takes width/height.
@@ -27,9 +35,16 @@ def to_tensor(image: Image.Image) -> torch.Tensor:
     return torch.from_numpy(array.transpose(2, 0, 1).copy())
 
 
-def eval_transform(height: int, width: int) -> T.Compose:
-    """Resize only (bilinear), as at test time in the paper and in the serving runtime."""
-    return T.Compose([T.Resize((height, width), interpolation=T.InterpolationMode.BILINEAR), to_tensor])
+def eval_transform(height: int, width: int) -> Callable[[Image.Image], torch.Tensor]:
+    """RGB image -> float32 (3, height, width) in [0, 1]: the runtime's bilinear resize, as a tensor.
+
+    A ``partial`` of a module-level function, so DataLoader workers can pickle it.
+    """
+    return functools.partial(_runtime_resize, height=height, width=width)
+
+
+def _runtime_resize(image: Image.Image, *, height: int, width: int) -> torch.Tensor:
+    return torch.from_numpy(resize_to_input(image, height, width, "bilinear"))
 
 
 def train_transform(height: int, width: int, flip_p: float = 0.5) -> T.Compose:
@@ -42,14 +57,3 @@ def train_transform(height: int, width: int, flip_p: float = 0.5) -> T.Compose:
             to_tensor,
         ]
     )
-
-
-def read_rgb(path: str | Path) -> Image.Image:
-    """Open an image file as RGB, raising a clear error that names the file."""
-    from training.core.errors import ReIDError
-
-    try:
-        with Image.open(path) as img:
-            return img.convert("RGB")
-    except (OSError, ValueError) as exc:
-        raise ReIDError(f"cannot read image {path}: {exc}") from exc

@@ -8,7 +8,8 @@ import torch
 
 from training.checkpoint import Checkpoint, save_checkpoint
 from training.model import ModelConfig, ReIDModel
-from training.transforms import eval_transform, read_rgb
+from training.core.imageio import decode_image
+from training.transforms import eval_transform
 
 #: resnet18 at 64x32 with last_stride 1: a 4x2 map, enough rows for 3 stripes.
 SMALL_CONFIG = ModelConfig(
@@ -27,7 +28,7 @@ def make_checkpoint(path: Path, config: ModelConfig, train_dir: Path | None = No
     if train_dir is not None:
         transform = eval_transform(config.height, config.width)
         files = sorted(train_dir.glob("*.jpg"))[:16]
-        images = torch.stack([transform(read_rgb(f)) for f in files])
+        images = torch.stack([transform(decode_image(f)) for f in files])
     else:
         images = torch.rand(16, 3, config.height, config.width)
     labels = torch.arange(len(images)) % config.num_classes

@@ -94,7 +94,7 @@ def test_onnx_matches_pytorch_at_a_new_batch_size(exported: tuple[Path, str], ch
 def test_runtime_on_files_agrees_with_training_eval_on_files(exported: tuple[Path, str], checkpoint_path: Path,
                                                              crops_dir: Path) -> None:
     """The accuracy measured in training is the accuracy served: the same JPEGs through the
-    training evaluation path (extract_features: read_rgb + eval_transform + PyTorch) and the
+    training evaluation path (extract_features: decode_image + eval_transform + PyTorch) and the
     serving path (Embedder on the files)."""
     files = sorted((crops_dir / "query").glob("*.jpg"))[:8]
     expected = extract_features(load_checkpoint(checkpoint_path).build_model(), files, embedding="global+local")

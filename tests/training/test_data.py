@@ -10,7 +10,8 @@ from training.camstyle_folder import find_camstyle_groups
 from training.data import SourceImages, TargetGroups, TargetStream, seed_epoch, source_loader
 from training.core.datasets import load_dataset, load_unlabelled_images
 from training.losses import target_pseudo_labels
-from training.transforms import eval_transform, read_rgb, train_transform
+from training.core.imageio import decode_image
+from training.transforms import eval_transform, train_transform
 
 
 def target_stream(two_domains: Path, transform, batch: int = 3) -> tuple[TargetStream, list]:
@@ -26,7 +27,7 @@ def test_target_batch_holds_each_original_then_its_camera_styles(two_domains: Pa
     assert batch.groups.tolist() == [g for g in batch.groups.unique_consecutive().tolist() for _ in range(6)]
     for row, index in enumerate(batch.groups.tolist()):
         path = groups[index].paths[row % 6]
-        assert torch.equal(batch.images[row], transform(read_rgb(path)))
+        assert torch.equal(batch.images[row], transform(decode_image(path)))
     pseudo = target_pseudo_labels(batch.groups, offset=6)
     assert pseudo.min() == 6 and len(pseudo.unique()) == 3
 
