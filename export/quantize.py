@@ -50,13 +50,13 @@ from export.parity import Agreement, compare
 from export.runtime import CPU, Embedder
 from training.core.errors import ReIDError
 from training.core.fileio import atomic_path
+from training.core.formats import IMAGE_SUFFIXES
 
 PRECISION = "int8-qdq"
 #: Extra metadata (outside the contract, ignored by the runtime): what numbers the graph
 #: computes in (``float32`` or ``int8-qdq``), and for an int8 file the fp32 fingerprint.
 PRECISION_KEY = "reid.precision"
 SOURCE_FINGERPRINT_KEY = "reid.source_fingerprint"
-IMAGE_SUFFIXES = frozenset({".jpg", ".jpeg", ".png", ".bmp", ".webp"})
 METHODS = {
     "minmax": CalibrationMethod.MinMax,
     "percentile": CalibrationMethod.Percentile,

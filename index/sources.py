@@ -27,6 +27,7 @@ from pathlib import Path
 
 from training.core.datasets import JUNK_PID, list_images, parse_reid_name
 from training.core.errors import ReIDError
+from training.core.formats import SUFFIX_NAMES
 
 NAMES = "names"
 CAMERAS = "cameras"
@@ -108,7 +109,7 @@ def discover(sources: Sequence[str | os.PathLike[str]]) -> list[SourceFolder]:
         cameras = [SourceFolder(d, CAMERAS, camera_from_folder(d), len(list_images(d))) for d in subdirs]
         if not any(f.count for f in cameras):
             raise ReIDError(
-                f"no images (.jpg/.jpeg/.png) in {root} or its camera subfolders: expected crops "
+                f"no images ({SUFFIX_NAMES}) in {root} or its camera subfolders: expected crops "
                 "named like Market-1501/DukeMTMC-reID, or one subfolder per camera"
             )
         folders.extend(cameras)

@@ -21,6 +21,7 @@ from pathlib import Path
 
 from index.gallery import content_hash
 from training.core.fileio import atomic_write_bytes
+from training.core.formats import FORMAT_NAMES, MEDIA_TYPES
 
 CROPS_DIR = "crops"
 
@@ -30,8 +31,6 @@ _SIGNATURES: tuple[tuple[bytes, str], ...] = (
     (b"\x89PNG\r\n\x1a\n", "png"),
     (b"BM", "bmp"),
 )
-MEDIA_TYPES = {"jpg": "image/jpeg", "jpeg": "image/jpeg", "png": "image/png", "bmp": "image/bmp",
-               "webp": "image/webp"}
 _NAME = re.compile(r"^[0-9a-f]{64}\.(jpg|png|bmp|webp)$")
 
 
@@ -42,7 +41,7 @@ def sniff_extension(data: bytes) -> str:
     for magic, ext in _SIGNATURES:
         if data.startswith(magic):
             return ext
-    raise ValueError("not a JPEG, PNG, BMP or WEBP file")
+    raise ValueError(f"not a {FORMAT_NAMES} file")
 
 
 class CropStore:

@@ -18,6 +18,7 @@ from index.opening import open_or_create
 from index.sources import SourceImage
 from training.core.datasets import list_images, load_dataset, parse_reid_name
 from training.core.evaluation import evaluate_features
+from training.core.formats import IMAGE_FORMATS, IMAGE_SUFFIXES
 
 
 def run(capsys: pytest.CaptureFixture[str], *argv: object) -> tuple[int, str, str]:
@@ -127,6 +128,23 @@ def test_rerun_adds_nothing_and_duplicate_content_is_stored_once(capsys, tmp_pat
     again = build(capsys, tiny_model, tmp_path / "g", src)
     assert f"0 added, {len(files) + 1} already indexed" in again
     assert stored_rows(tmp_path / "g") == before
+
+
+def test_build_indexes_every_suffix_the_decoder_accepts(capsys, tmp_path, tiny_model) -> None:
+    """.bmp and .webp (and upper-case suffixes) are indexed like .jpg: one suffix table for all."""
+    src = tmp_path / "src"
+    src.mkdir()
+    written = []
+    for number, (fmt, image_format) in enumerate(sorted(IMAGE_FORMATS.items())):
+        for suffix in image_format.suffixes:
+            path = src / f"{number + 1:04d}_c1s1_{len(written):06d}_01{suffix.upper() if number % 2 else suffix}"
+            write_png(tmp_path / "tmp.png", seed=len(written))
+            Image.open(tmp_path / "tmp.png").save(path, fmt)
+            written.append(path)
+    assert {p.suffix.lower() for p in written} == IMAGE_SUFFIXES
+    out = build(capsys, tiny_model, tmp_path / "g", src)
+    assert f"{len(written)} files: {len(written)} added" in out
+    assert sorted(Path(r[1]).name for r in stored_rows(tmp_path / "g")) == sorted(p.name for p in written)
 
 
 # ---------------------------------------------------------------- search against brute force

@@ -31,6 +31,7 @@ from pathlib import Path
 from typing import NamedTuple
 
 from training.core.errors import ReIDError
+from training.core.formats import IMAGE_SUFFIXES, SUFFIX_NAMES
 
 __all__ = [
     "IMAGE_SUFFIXES",
@@ -52,7 +53,6 @@ __all__ = [
     "load_unlabelled_images",
 ]
 
-IMAGE_SUFFIXES = frozenset({".jpg", ".jpeg", ".png"})
 JUNK_PID = -1
 DISTRACTOR_PID = 0
 
@@ -218,7 +218,7 @@ def detect_layout(names: Iterable[str | os.PathLike[str]]) -> str:
 
 
 def list_images(folder: str | os.PathLike[str]) -> list[Path]:
-    """Image files (.jpg/.jpeg/.png, any case) directly inside ``folder``, sorted by name.
+    """Image files (any of :data:`IMAGE_SUFFIXES`, any case) directly inside ``folder``, sorted by name.
 
     Subfolders (e.g. ``camstyle/``), other files (e.g. ``synth.json``) and hidden files
     (``.DS_Store``, ``._0002_...jpg`` resource forks) are ignored. ReIDError if ``folder`` is
@@ -257,7 +257,7 @@ def _split_images(root: Path, split: str) -> list[Path]:
     images = list_images(folder)
     if not images:
         raise ReIDError(
-            f"no images (.jpg/.jpeg/.png) in {folder}: the {split} split must not be empty"
+            f"no images ({SUFFIX_NAMES}) in {folder}: the {split} split must not be empty"
         )
     return images
 
@@ -327,7 +327,7 @@ def load_unlabelled_images(
     images = list_images(path)
     if not images:
         raise ReIDError(
-            f"no images (.jpg/.jpeg/.png) in {path}: expected the target domain's training images"
+            f"no images ({SUFFIX_NAMES}) in {path}: expected the target domain's training images"
         )
     parse = LAYOUTS[_resolve_layout(layout, images)]
     return [UnlabelledSample(p, camid_of(parse(p))) for p in images]

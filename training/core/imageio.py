@@ -4,8 +4,8 @@ Two steps, kept apart so bulk indexing can run :func:`decode_image` in parallel 
 resize wherever it likes:
 
 1. :func:`decode_image`: path / bytes / file-like / PIL image / (H, W, 3) uint8 array ->
-   an RGB ``PIL.Image``. Only JPEG, PNG, BMP and WEBP are accepted (judged by the decoded
-   format, not the file name); EXIF orientation is applied; palette, grey, alpha, CMYK and
+   an RGB ``PIL.Image``. Only :data:`~training.core.formats.ALLOWED_FORMATS` (JPEG, PNG, BMP,
+   WEBP) are accepted, judged by the decoded format, not the file name; EXIF orientation is applied; palette, grey, alpha, CMYK and
    16-bit images become 8-bit RGB; oversized, truncated, empty and non-image inputs raise
    :class:`ImageDecodeError` with a machine-readable ``reason``.
 2. :func:`resize_to_input`: RGB image -> float32 ``(3, H, W)`` in [0, 1], resized with the
@@ -25,10 +25,10 @@ import numpy as np
 from PIL import Image, ImageOps, UnidentifiedImageError
 
 from training.core.errors import ReIDError
+from training.core.formats import ALLOWED_FORMATS, FORMAT_NAMES
 
-#: Formats we decode. GIF/TIFF/ICO/... are refused: they are not how crops arrive and
-#: each extra decoder is extra attack surface on an upload endpoint.
-ALLOWED_FORMATS = frozenset({"JPEG", "PNG", "BMP", "WEBP"})
+# The accepted formats (and the file suffixes that go with them) are one table in
+# training.core.formats; re-exported here because the decoder is where they are enforced.
 
 #: Default pixel limit (width * height). Person crops are a few hundred pixels tall; this
 #: leaves room for whole camera frames while keeping a decoded image under ~120 MB of RGB.
@@ -40,7 +40,7 @@ ALPHA_BACKGROUND = (255, 255, 255)
 DecodeReason = Literal[
     "empty",  # zero bytes
     "not_an_image",  # no decoder recognises the data
-    "unsupported_format",  # a real image, but not JPEG/PNG/BMP/WEBP
+    "unsupported_format",  # a real image, but not in ALLOWED_FORMATS
     "too_large",  # more pixels than the limit (decompression bomb guard)
     "truncated",  # the data ends before the image does
     "corrupt",  # the decoder failed on damaged data
@@ -182,7 +182,7 @@ def _from_bytes(data: bytes, label: str, max_pixels: int) -> Image.Image:
     except UnidentifiedImageError:
         raise ImageDecodeError(
             "not_an_image", label,
-            "not an image file; expected JPEG, PNG, BMP or WEBP",
+            f"not an image file; expected {FORMAT_NAMES}",
         ) from None
     except (Image.DecompressionBombError, Image.DecompressionBombWarning) as exc:
         # PIL's own guard fires inside open() above 2x Image.MAX_IMAGE_PIXELS (the warning
