@@ -28,6 +28,15 @@ FORMAT_VERSION = 1
 #: Every contract key starts with this, so our keys never collide with other metadata.
 PREFIX = "reid."
 
+#: Keys written beside the contract fields: the runtime ignores them, tools read them.
+#: ``precision`` is what numbers the graph computes in (:data:`PRECISIONS`); a file derived from
+#: another (the int8 one) names the fingerprint of its fp32 source under ``source_fingerprint``.
+PRECISION_KEY = PREFIX + "precision"
+SOURCE_FINGERPRINT_KEY = PREFIX + "source_fingerprint"
+FLOAT32 = "float32"
+INT8_QDQ = "int8-qdq"
+PRECISIONS: tuple[str, ...] = (FLOAT32, INT8_QDQ)
+
 EmbeddingKind = Literal["global", "global+local"]
 EMBEDDING_KINDS: tuple[str, ...] = ("global", "global+local")
 
@@ -209,6 +218,28 @@ class ModelContract:
                 f"invalid model metadata {PREFIX}embedding_output={self.embedding_output!r}; "
                 f"it must be one of {PREFIX}output_names={list(self.output_names)!r}"
             )
+
+
+def metadata_key(field: str) -> str:
+    """The metadata key of a :class:`ModelContract` field: ``"reid.<field>"``.
+
+    Raises ``ValueError`` for a name that is not a contract field, so a typo fails loudly.
+    """
+    if field not in {f.name for f in fields(ModelContract)}:
+        raise ValueError(f"{field!r} is not a model contract field")
+    return PREFIX + field
+
+
+def file_metadata(contract: ModelContract, precision: str,
+                  source_fingerprint: str | None = None) -> dict[str, str]:
+    """Everything an exported file carries: the contract, its precision and, for a file derived
+    from another model file, that file's fingerprint."""
+    if precision not in PRECISIONS:
+        raise ValueError(f"unknown precision {precision!r}; expected one of {list(PRECISIONS)}")
+    metadata = {**contract.to_metadata(), PRECISION_KEY: precision}
+    if source_fingerprint is not None:
+        metadata[SOURCE_FINGERPRINT_KEY] = source_fingerprint
+    return metadata
 
 
 def _parse_int(raw: str, key: str, source: str) -> int:

@@ -42,9 +42,8 @@ from export.checks import (
     random_crops,
     require_all,
 )
-from export.contract import EMBEDDING_KINDS, ModelContract
+from export.contract import EMBEDDING_KINDS, FLOAT32, ModelContract, file_metadata
 from export.parity import compare
-from export.quantize import PRECISION_KEY
 from training.checkpoint import Checkpoint, load_checkpoint
 from training.core.errors import ReIDError
 from training.core.fileio import atomic_path
@@ -199,7 +198,7 @@ def export_model(
     graph = ExportGraph(model, embedding).eval()
     contract = build_contract(ckpt, embedding)
     proto = to_onnx(graph, contract.input_height, contract.input_width, opset)
-    set_metadata(proto, {**contract.to_metadata(), PRECISION_KEY: "float32"})
+    set_metadata(proto, file_metadata(contract, FLOAT32))
 
     seed = secrets.randbelow(2**31) if seed is None else seed
     crops = random_crops(batch_check, contract.input_height, contract.input_width, seed)

@@ -10,7 +10,7 @@ similarity to the fp32 model, and refused below ``min_cosine``.
 Fingerprint: the int8 graph computes slightly different vectors than the fp32 one, so a
 gallery built with one must not be searched with the other. The int8 file therefore carries
 its own fingerprint, ``sha256("<fp32 fingerprint>+int8-qdq")``, and names the fp32 one under
-``reid.source_fingerprint``; everything else in the contract is the fp32 file's.
+:data:`export.contract.SOURCE_FINGERPRINT_KEY`; everything else in the contract is the fp32 file's.
 
 Torch-free: quantisation needs only onnx and onnxruntime.
 """
@@ -45,18 +45,14 @@ from export.checks import (
     open_checked,
     require_all,
 )
-from export.contract import ModelContract
+from export.contract import INT8_QDQ, ModelContract, file_metadata
 from export.parity import Agreement, compare
 from export.runtime import CPU, Embedder
 from training.core.errors import ReIDError
 from training.core.fileio import atomic_path
 from training.core.formats import IMAGE_SUFFIXES
 
-PRECISION = "int8-qdq"
-#: Extra metadata (outside the contract, ignored by the runtime): what numbers the graph
-#: computes in (``float32`` or ``int8-qdq``), and for an int8 file the fp32 fingerprint.
-PRECISION_KEY = "reid.precision"
-SOURCE_FINGERPRINT_KEY = "reid.source_fingerprint"
+PRECISION = INT8_QDQ
 METHODS = {
     "minmax": CalibrationMethod.MinMax,
     "percentile": CalibrationMethod.Percentile,
@@ -232,11 +228,7 @@ def quantize_model(
             extra_options={"CalibTensorRangeSymmetric": False},
         )
         model = onnx.load(str(tmp))
-        metadata = {
-            **int8_contract.to_metadata(),
-            PRECISION_KEY: PRECISION,
-            SOURCE_FINGERPRINT_KEY: contract.fingerprint,
-        }
+        metadata = file_metadata(int8_contract, PRECISION, source_fingerprint=contract.fingerprint)
         del model.metadata_props[:]
         for key, value in metadata.items():
             model.metadata_props.add(key=key, value=value)

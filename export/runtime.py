@@ -21,7 +21,7 @@ from typing import Any, NamedTuple, Union
 import numpy as np
 import onnxruntime as ort
 
-from export.contract import ModelContract
+from export.contract import ModelContract, metadata_key
 from training.core.cores import usable_cores
 from training.core.errors import ReIDError
 from training.core.imageio import DEFAULT_MAX_PIXELS, ImageSource, load_input
@@ -345,7 +345,7 @@ class Embedder:
         if len(shape) != 4 or shape[1:] != expected[1:]:
             raise ReIDError(
                 f"{path}: input {c.input_name!r} has shape {shape}, but the metadata promises "
-                f"{expected} (N, RGB, reid.input_height, reid.input_width)"
+                f"{expected} (N, RGB, {metadata_key('input_height')}, {metadata_key('input_width')})"
             )
         if isinstance(shape[0], int):
             raise ReIDError(
@@ -356,7 +356,7 @@ class Embedder:
         missing = [n for n in c.output_names if n not in outputs]
         if missing:
             raise ReIDError(
-                f"{path}: graph has no output(s) {missing} named in reid.output_names; "
+                f"{path}: graph has no output(s) {missing} named in {metadata_key('output_names')}; "
                 f"outputs are {sorted(outputs)}"
             )
         emb = outputs[c.embedding_output]
@@ -369,7 +369,7 @@ class Embedder:
         if len(emb_shape) != 2 or (width_known and emb_shape[1] != c.embedding_dim):
             raise ReIDError(
                 f"{path}: output {c.embedding_output!r} has shape {emb_shape}, but "
-                f"reid.embedding_dim={c.embedding_dim} promises [N, {c.embedding_dim}]"
+                f"{metadata_key('embedding_dim')}={c.embedding_dim} promises [N, {c.embedding_dim}]"
             )
 
     def _log_providers(

@@ -26,19 +26,10 @@ cleanup() {
     if [ "${KEEP:-0}" = 1 ]; then echo "serving check: scratch kept in $WORK"; else rm -rf "$WORK"; fi
 }
 trap cleanup EXIT
+trap 'exit 130' INT TERM
 step() { echo "serving check [$(( $(date +%s) - started ))s]: $*"; }
 # Commands run from the scratch folder, so the checkout is never importable by accident.
 cd "$WORK"
-
-step "fresh venv with .[cpu,serve] and httpx (no torch)"
-"$PY" -m venv "$WORK/venv"
-VPY="$WORK/venv/bin/python"
-"$VPY" -m pip install --quiet --upgrade pip
-"$VPY" -m pip install --quiet "$REPO[cpu,serve]" "httpx>=0.27,<1"
-if "$VPY" -c "import torch" >/dev/null 2>&1; then
-    echo "serving check: FAILED: torch is importable in the serving venv" >&2
-    exit 1
-fi
 
 if [ -z "${MODEL:-}" ]; then
     step "tiny ONNX model (built with $MODEL_PYTHON)"
@@ -46,6 +37,15 @@ if [ -z "${MODEL:-}" ]; then
     PYTHONPATH="$REPO:$REPO/tests" "$MODEL_PYTHON" -c \
         "import sys; from pathlib import Path; from onnx_models import write_tiny_model; write_tiny_model(Path(sys.argv[1]))" \
         "$MODEL"
+fi
+
+step "fresh venv with .[cpu,serve] and httpx (no torch)"
+"$PY" -m venv "$WORK/venv"
+VPY="$WORK/venv/bin/python"
+"$VPY" -m pip install --quiet "$REPO[cpu,serve]" "httpx>=0.27,<1"
+if "$VPY" -c "import torch" >/dev/null 2>&1; then
+    echo "serving check: FAILED: torch is importable in the serving venv" >&2
+    exit 1
 fi
 
 step "crops with reid-synth, two of them rewritten as .bmp and .webp"

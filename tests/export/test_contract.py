@@ -7,7 +7,18 @@ import json
 
 import pytest
 
-from export.contract import FORMAT_VERSION, PREFIX, ModelContract
+import re
+from pathlib import Path
+
+from export.contract import (
+    FORMAT_VERSION,
+    PREFIX,
+    PRECISION_KEY,
+    SOURCE_FINGERPRINT_KEY,
+    ModelContract,
+    file_metadata,
+    metadata_key,
+)
 from training.core.errors import ReIDError
 
 FINGERPRINT = hashlib.sha256(b"weights").hexdigest()
@@ -106,3 +117,30 @@ def test_contract_is_frozen() -> None:
     contract = make_contract()
     with pytest.raises(AttributeError):
         contract.embedding_dim = 3  # type: ignore[misc]
+
+
+def test_file_metadata_adds_precision_and_source_fingerprint() -> None:
+    contract = make_contract()
+    assert file_metadata(contract, "float32") == {**contract.to_metadata(), PRECISION_KEY: "float32"}
+    derived = file_metadata(contract, "int8-qdq", source_fingerprint=FINGERPRINT)
+    assert derived[PRECISION_KEY] == "int8-qdq" and derived[SOURCE_FINGERPRINT_KEY] == FINGERPRINT
+    with pytest.raises(ValueError, match="precision"):
+        file_metadata(contract, "fp16")
+    assert metadata_key("embedding_dim") == "reid.embedding_dim"
+    with pytest.raises(ValueError, match="not a model contract field"):
+        metadata_key("embeding_dim")
+
+
+def test_no_module_but_the_contract_spells_a_metadata_key() -> None:
+    """Every ``reid.<key>`` string lives in export/contract.py; others import the constants."""
+    root = Path(__file__).resolve().parents[2]
+    spelled = re.compile(r"""["'`]""" + re.escape(PREFIX) + r"[a-z_]+")
+    offenders = [
+        f"{path.relative_to(root)}:{number}"
+        for package in ("training", "export", "index", "server", "clients")
+        for path in sorted((root / package).rglob("*.py"))
+        if path != root / "export" / "contract.py"
+        for number, line in enumerate(path.read_text().splitlines(), 1)
+        if spelled.search(line) or re.search(r"\b" + re.escape(PREFIX) + r"[a-z_]+=", line)
+    ]
+    assert offenders == []

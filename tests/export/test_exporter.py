@@ -17,7 +17,8 @@ from export import exporter
 from export.checks import ExportCheckError
 from export.cli import main
 from export.contract import ModelContract
-from export.exporter import OUTPUT_NAMES, PRECISION_KEY, ExportGraph, export_model
+from export.contract import PRECISION_KEY
+from export.exporter import OUTPUT_NAMES, ExportGraph, export_model
 from export.runtime import CPU, Embedder
 from export_data import SMALL_CONFIG, make_checkpoint
 from training.checkpoint import load_checkpoint

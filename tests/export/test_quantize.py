@@ -13,8 +13,8 @@ import pytest
 
 from export.checks import ExportCheckError
 from export.cli import main
-from export.exporter import PRECISION_KEY
-from export.quantize import SOURCE_FINGERPRINT_KEY, QuantizeOptions, int8_fingerprint, quantize_model, split_crops
+from export.contract import PRECISION_KEY, SOURCE_FINGERPRINT_KEY
+from export.quantize import QuantizeOptions, int8_fingerprint, quantize_model, split_crops
 from export.runtime import CPU, Embedder
 from onnx_models import TinyWeights, write_model
 from training.checkpoint import load_checkpoint
