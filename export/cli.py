@@ -12,6 +12,7 @@ from export.contract import EMBEDDING_KINDS
 from export.exporter import DEFAULT_OPSET, export_model
 from export.quantize import METHODS, QuantizeOptions, find_images, quantize_model
 from training.checkpoint import load_checkpoint
+from training.core.cliargs import ArgumentParser, positive_int
 from training.core.errors import ReIDError, run_cli
 from training.core.fileio import prepare_target
 
@@ -20,7 +21,7 @@ PROG = "reid-export"
 
 def build_parser() -> argparse.ArgumentParser:
     q = QuantizeOptions()
-    parser = argparse.ArgumentParser(
+    parser = ArgumentParser(
         prog=PROG,
         description=(
             "Export a reid-train checkpoint to ONNX: the whole dual-branch network (BiLSTM included), "
@@ -42,7 +43,7 @@ def build_parser() -> argparse.ArgumentParser:
         help="random crops for the PyTorch parity and batch 1 vs batch N checks, >= 2 (default: %(default)s)",
     )
     parser.add_argument("--seed", type=int, default=None, help="seed of the check crops (default: fresh, printed)")
-    parser.add_argument("--threads", type=int, default=None, help="ONNX Runtime / torch threads (default: all usable cores)")
+    parser.add_argument("--threads", type=positive_int, default=None, help="ONNX Runtime / torch threads (default: all usable cores)")
     quant = parser.add_argument_group("int8 quantisation")
     quant.add_argument("--quantize", choices=["int8"], default=None, help="write a statically quantised int8 (QDQ) model")
     quant.add_argument("--calibration", metavar="DIR", help="folder of real crops (searched recursively) to calibrate on")
@@ -68,8 +69,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
-    return run_cli(PROG, lambda: _run(args))
+    return run_cli(PROG, lambda: _run(build_parser().parse_args(argv)))
 
 
 def _run(args: argparse.Namespace) -> int:
@@ -77,8 +77,6 @@ def _run(args: argparse.Namespace) -> int:
         raise ReIDError("--calibration and --float-out only apply with --quantize int8")
     if args.quantize and not args.calibration:
         raise ReIDError("--quantize int8 needs --calibration DIR (a folder of real crops)")
-    if args.threads is not None and args.threads < 1:
-        raise ReIDError(f"--threads must be >= 1, got {args.threads}")
     if args.threads is not None:
         import torch  # only the CLI decides torch's thread count, never at import time
 

@@ -23,6 +23,7 @@ import onnxruntime as ort
 
 from export.contract import ModelContract, metadata_key
 from training.core.cores import usable_cores
+from training.core.devices import choose_device
 from training.core.errors import ReIDError
 from training.core.imageio import DEFAULT_MAX_PIXELS, ImageSource, load_input
 
@@ -40,6 +41,18 @@ _SHORT_NAMES = {"tensorrt": TENSORRT, "trt": TENSORRT, "cuda": CUDA, "cpu": CPU}
 #: A provider name, or ``(name, options)`` as onnxruntime accepts (e.g. ``("CUDAExecutionProvider",
 #: {"device_id": 1})``). Short names "tensorrt", "cuda", "cpu" are accepted too.
 ProviderSpec = Union[str, tuple[str, Mapping[str, Any]]]
+
+
+def providers_for_device(device: str, available: Sequence[str] | None = None) -> str | list[str]:
+    """ONNX Runtime providers for a device of the project's vocabulary (``auto|cpu|cuda``).
+
+    ``auto`` is ``providers="auto"`` (TensorRT, CUDA, CPU as available); ``cpu`` the CPU only;
+    ``cuda`` the CUDA provider, and a ReIDError when this onnxruntime build lacks it.
+    ``available`` defaults to ``onnxruntime.get_available_providers()``.
+    """
+    available = ort.get_available_providers() if available is None else available
+    chosen = choose_device(device, CUDA in available, who="onnxruntime")
+    return "auto" if device == "auto" else [chosen]
 
 
 class InputSize(NamedTuple):

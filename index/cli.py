@@ -16,11 +16,10 @@ import tempfile
 from collections.abc import Sequence
 from dataclasses import asdict
 from pathlib import Path
-from typing import NoReturn
 
 import numpy as np
 
-from export.runtime import Embedder
+from export.runtime import Embedder, providers_for_device
 from training.core.cores import usable_cores
 from index.bulk import DECODE_MODES, REPORT_NAME, embed_files, index_images
 from index.evaluation import evaluate_gallery
@@ -31,27 +30,10 @@ from index.opening import open_or_create
 from index.records import GalleryItem
 from index.sources import TIMESTAMP_SOURCES, SourceImage, discover, iter_sources
 from training.core.datasets import load_dataset, parse_reid_name
+from training.core.cliargs import ArgumentParser, add_device_argument, positive_int
 from training.core.errors import ReIDError, run_cli
 
 PROG = "reid-index"
-DEVICES = ("cpu", "gpu")
-
-
-class _Parser(argparse.ArgumentParser):
-    """Bad arguments become one ``reid-index: error: ...`` line (via run_cli), no usage dump."""
-
-    def error(self, message: str) -> NoReturn:
-        raise ReIDError(message)
-
-
-def _positive(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        value = 0
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"expected a positive integer, got {text!r}")
-    return value
 
 
 def _camera(text: str) -> int:
@@ -64,17 +46,15 @@ def _camera(text: str) -> int:
 
 def _model_args(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--model", required=True, type=Path, help="exported ONNX model (reid-export)")
-    parser.add_argument("--device", choices=DEVICES, default="cpu",
-                        help="cpu, or gpu for ONNX Runtime CUDA and FAISS GPU search, falling back to "
-                             "the CPU with a warning (default: %(default)s)")
-    parser.add_argument("--batch-size", type=_positive, default=64, help="images per ONNX Runtime call (default: %(default)s)")
-    parser.add_argument("--workers", type=_positive, default=None,
+    add_device_argument(parser, "cpu", "ONNX Runtime and the FAISS search")
+    parser.add_argument("--batch-size", type=positive_int, default=64, help="images per ONNX Runtime call (default: %(default)s)")
+    parser.add_argument("--workers", type=positive_int, default=None,
                         help="decode threads (default: every core for burst, a quarter of them for overlap)")
     parser.add_argument("--decode", choices=DECODE_MODES, default="overlap",
                         help="overlap: decode the next batch while this one is embedded; burst: decode "
                              "each batch between inference calls (can help when other jobs crowd the "
                              "cores) (default: %(default)s)")
-    parser.add_argument("--threads", type=_positive, default=None,
+    parser.add_argument("--threads", type=positive_int, default=None,
                         help="ONNX Runtime intra-op threads (default: every usable core)")
     parser.add_argument("--quiet", action="store_true", help="no progress bar")
 
@@ -82,13 +62,13 @@ def _model_args(parser: argparse.ArgumentParser) -> None:
 def _spec_args(parser: argparse.ArgumentParser, default: str | None) -> None:
     parser.add_argument("--index-type", choices=INDEX_TYPES, default=default,
                         help="flat (exact), ivf_flat or ivf_pq; for a new gallery (default: flat)")
-    parser.add_argument("--nlist", type=_positive, default=IndexSpec.nlist, help="IVF lists (default: %(default)s)")
-    parser.add_argument("--nprobe", type=_positive, default=IndexSpec.nprobe, help="IVF lists searched (default: %(default)s)")
-    parser.add_argument("--m", type=_positive, default=IndexSpec.m, help="IVF-PQ sub-quantisers, must divide the dimension (default: %(default)s)")
+    parser.add_argument("--nlist", type=positive_int, default=IndexSpec.nlist, help="IVF lists (default: %(default)s)")
+    parser.add_argument("--nprobe", type=positive_int, default=IndexSpec.nprobe, help="IVF lists searched (default: %(default)s)")
+    parser.add_argument("--m", type=positive_int, default=IndexSpec.m, help="IVF-PQ sub-quantisers, must divide the dimension (default: %(default)s)")
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = _Parser(prog=PROG, description="Bulk-index person crops into a crash-safe FAISS gallery, "
+    parser = ArgumentParser(prog=PROG, description="Bulk-index person crops into a crash-safe FAISS gallery, "
                                             "and search, inspect or evaluate it. See docs/indexing.md.")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
@@ -104,7 +84,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--timestamp", choices=TIMESTAMP_SOURCES, default="frame",
                    help="frame number from the file name, file mtime, or none (default: %(default)s)")
     p.add_argument("--keep-junk", action="store_true", help="also index junk boxes (pid -1), skipped by default")
-    p.add_argument("--checkpoint-every", type=_positive, default=DEFAULT_CHECKPOINT_EVERY,
+    p.add_argument("--checkpoint-every", type=positive_int, default=DEFAULT_CHECKPOINT_EVERY,
                    help="save the FAISS snapshot after this many added items (default: %(default)s)")
 
     p = sub.add_parser("add", help="index a few crop files", description="Add crop files to an existing gallery.")
@@ -130,12 +110,12 @@ def build_parser() -> argparse.ArgumentParser:
     _model_args(p)
     p.add_argument("--gallery", required=True, type=Path)
     p.add_argument("image", type=Path, metavar="IMAGE")
-    p.add_argument("--k", type=_positive, default=10, help="results (identities with --identities) (default: %(default)s)")
+    p.add_argument("--k", type=positive_int, default=10, help="results (identities with --identities) (default: %(default)s)")
     p.add_argument("--cameras", type=_camera, nargs="+", default=None, help="only these cameras")
     p.add_argument("--exclude-cameras", type=_camera, nargs="+", default=None, help="not these cameras")
     p.add_argument("--max-distance", type=float, default=None, help="drop results farther than this (Euclidean)")
     p.add_argument("--identities", action="store_true", help="rank identities by their best match")
-    p.add_argument("--per-identity", type=_positive, default=3, help="items shown per identity (default: %(default)s)")
+    p.add_argument("--per-identity", type=positive_int, default=3, help="items shown per identity (default: %(default)s)")
     p.add_argument("--json", action="store_true", help="print JSON")
 
     p = sub.add_parser("eval", help="Market-1501 mAP/CMC/mINP of a gallery built from a data set",
@@ -154,13 +134,8 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def _embedder(args: argparse.Namespace) -> Embedder:
-    providers = ["cuda"] if args.device == "gpu" else ["cpu"]
-    return Embedder(args.model, providers=providers, batch_size=args.batch_size,
+    return Embedder(args.model, providers=providers_for_device(args.device), batch_size=args.batch_size,
                     intra_op_threads=args.threads or usable_cores())
-
-
-def _faiss_device(args: argparse.Namespace) -> str:
-    return "cuda" if getattr(args, "device", "cpu") == "gpu" else "cpu"
 
 
 def _spec(args: argparse.Namespace) -> IndexSpec | None:
@@ -172,7 +147,7 @@ def _spec(args: argparse.Namespace) -> IndexSpec | None:
 def _build(args: argparse.Namespace) -> int:
     folders = discover(args.sources)  # layout errors before the model loads
     embedder = _embedder(args)
-    with open_or_create(args.out, embedder, _spec(args), device=_faiss_device(args),
+    with open_or_create(args.out, embedder, _spec(args), device=args.device,
                         checkpoint_every=args.checkpoint_every) as gallery:
         report = index_images(
             gallery, embedder, iter_sources(folders, keep_junk=args.keep_junk, timestamp=args.timestamp),
@@ -200,7 +175,7 @@ def _add(args: argparse.Namespace) -> int:
             args.camera if args.camera is not None else camera,
             args.timestamp if args.timestamp is not None else frame,
         ))
-    with open_or_create(args.gallery, embedder, create=False, device=_faiss_device(args)) as gallery:
+    with open_or_create(args.gallery, embedder, create=False, device=args.device) as gallery:
         report = index_images(gallery, embedder, images, batch_size=args.batch_size, workers=args.workers,
                               decode=args.decode, progress=not args.quiet, total=len(images))
     for skipped in report.failures:
@@ -252,7 +227,7 @@ def _stats(args: argparse.Namespace) -> int:
 
 def _search(args: argparse.Namespace) -> int:
     embedder = _embedder(args)
-    with open_or_create(args.gallery, embedder, create=False, device=_faiss_device(args)) as gallery:
+    with open_or_create(args.gallery, embedder, create=False, device=args.device) as gallery:
         xq = embedder.embed([args.image])
         filters = dict(cameras=args.cameras, exclude_cameras=args.exclude_cameras, max_distance=args.max_distance)
         if args.identities:
@@ -273,7 +248,7 @@ def _eval(args: argparse.Namespace) -> int:
         scratch = Path(tempfile.mkdtemp(prefix="reid-index-eval-"))
         folder = scratch / "gallery"
     try:
-        with open_or_create(folder, embedder, _spec(args), device=_faiss_device(args), checkpoint_every=None) as gallery:
+        with open_or_create(folder, embedder, _spec(args), device=args.device, checkpoint_every=None) as gallery:
             images = [_labelled_image(s.path) for s in data.gallery]
             index_images(gallery, embedder, images, batch_size=args.batch_size, workers=args.workers,
                          decode=args.decode, progress=not args.quiet, total=len(images))

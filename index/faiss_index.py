@@ -18,6 +18,7 @@ import faiss
 import numpy as np
 
 from index.manifest import IndexSpec
+from training.core.devices import choose_device
 from training.core.errors import ReIDError
 from training.core.fileio import atomic_write_with
 
@@ -27,7 +28,6 @@ FLAT = "flat"
 IVF_FLAT = "ivf_flat"
 IVF_PQ = "ivf_pq"
 INDEX_TYPES = (FLAT, IVF_FLAT, IVF_PQ)
-DEVICES = ("auto", "cpu", "cuda")
 
 # FAISS's k-means warns below 39 training points per centroid; fewer gives poor centroids.
 _POINTS_PER_CENTROID = 39
@@ -155,22 +155,16 @@ def gpu_available() -> bool:
 
 
 def resolve_device(requested: str) -> str:
-    """Map ``"auto" | "cpu" | "cuda"`` to the device searches will really use, saying why
-    in a log line whenever a GPU was wanted but cannot be used."""
-    if requested not in DEVICES:
-        raise ReIDError(f"unknown device {requested!r}; expected one of {', '.join(DEVICES)}")
-    if requested == "cpu":
-        return "cpu"
-    if gpu_available():
-        return "cuda"
-    why = (
-        "this faiss build has no GPU support"
-        if not hasattr(faiss, "StandardGpuResources")
-        else "faiss sees no GPU"
-    )
-    level = logging.WARNING if requested == "cuda" else logging.INFO
-    log.log(level, "gallery device=%s: %s; searching on the CPU", requested, why)
-    return "cpu"
+    """Map ``"auto" | "cpu" | "cuda"`` (:mod:`training.core.devices`) to the device searches
+    will really use. ``auto`` without a usable GPU says why in an info line; ``cuda`` without
+    one is a ReIDError."""
+    has_gpu = gpu_available()
+    device = choose_device(requested, has_gpu, who="faiss")
+    if requested == "auto" and not has_gpu:
+        why = ("this faiss build has no GPU support" if not hasattr(faiss, "StandardGpuResources")
+               else "faiss sees no GPU")
+        log.info("gallery device=auto: %s; searching on the CPU", why)
+    return device
 
 
 class GpuMirror:

@@ -196,6 +196,7 @@ class Gallery:
         added/removed items (None: only on ``checkpoint()`` and ``close()``).
         """
         dim = _check_positive(dim, "dim")
+        device = faiss_index.resolve_device(device)  # a refused device leaves nothing on disk
         if not isinstance(fingerprint, str) or not fingerprint:
             raise ReIDError(f"fingerprint must be a non-empty string, got {fingerprint!r}")
         try:
@@ -240,6 +241,7 @@ class Gallery:
         ``expected_fingerprint`` (the model about to query it) do not match the gallery's.
         """
         folder = Path(path)
+        device = faiss_index.resolve_device(device)  # before the lock, which a refusal would leak
         manifest = read_manifest(folder)
         if expected_fingerprint is not None and expected_fingerprint != manifest.fingerprint:
             raise ReIDError(

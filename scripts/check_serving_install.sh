@@ -9,7 +9,8 @@
 # The tiny ONNX model is written by tests/onnx_models.py, which needs `onnx` (a training
 # dependency, not a serving one), so it is made with MODEL_PYTHON (default: .venv/bin/python,
 # the development venv of scripts/setup.sh). Pass MODEL=path.onnx to use an existing model
-# instead. KEEP=1 keeps the scratch folder for inspection.
+# instead. KEEP=1 keeps the scratch folder for inspection; SERVING_VENV=dir reuses (or creates
+# there) the serving venv, reinstalling only the project into it.
 set -euo pipefail
 REPO=$(cd "$(dirname "$0")/.." && pwd)
 PY=${PYTHON:-python3}
@@ -39,18 +40,24 @@ if [ -z "${MODEL:-}" ]; then
         "$MODEL"
 fi
 
-step "fresh venv with .[cpu,serve] and httpx (no torch)"
-"$PY" -m venv "$WORK/venv"
-VPY="$WORK/venv/bin/python"
-"$VPY" -m pip install --quiet "$REPO[cpu,serve]" "httpx>=0.27,<1"
+VENV_DIR=${SERVING_VENV:-$WORK/venv}
+VPY="$VENV_DIR/bin/python"
+if [ -x "$VPY" ]; then
+    step "reusing the serving venv $VENV_DIR"
+    "$VPY" -m pip install --quiet --force-reinstall --no-deps "$REPO"
+else
+    step "fresh venv with .[cpu,serve] and httpx (no torch)"
+    "$PY" -m venv "$VENV_DIR"
+    "$VPY" -m pip install --quiet "$REPO[cpu,serve]" "httpx>=0.27,<1"
+fi
 if "$VPY" -c "import torch" >/dev/null 2>&1; then
     echo "serving check: FAILED: torch is importable in the serving venv" >&2
     exit 1
 fi
 
 step "crops with reid-synth, two of them rewritten as .bmp and .webp"
-"$WORK/venv/bin/reid-synth" --out "$WORK/market" --domain market --ids 6 --images-per-id 3 \
-    --height 64 --width 32 --distractors 2 --junk 0 --workers 1 >/dev/null
+"$VENV_DIR/bin/reid-synth" --out "$WORK/market" --domain market --ids 6 --images-per-id 3 \
+    --height 64 --width 32 --distractors 2 --junk 0 --workers 1 >/dev/null 2>&1
 CROPS="$WORK/market/bounding_box_test"
 "$VPY" - "$CROPS" <<'EOF'
 import sys
@@ -67,8 +74,8 @@ EOF
 expected=$(find "$CROPS" -maxdepth 1 -type f ! -name '.*' | wc -l)
 
 step "reid-index build ($expected crops)"
-"$WORK/venv/bin/reid-index" build --model "$MODEL" --out "$WORK/gallery" --quiet --workers 1 --threads 1 "$CROPS"
-count=$("$WORK/venv/bin/reid-index" stats "$WORK/gallery" --json | "$VPY" -c "import json, sys; print(json.load(sys.stdin)['count'])")
+"$VENV_DIR/bin/reid-index" build --model "$MODEL" --out "$WORK/gallery" --quiet --workers 1 --threads 1 "$CROPS"
+count=$("$VENV_DIR/bin/reid-index" stats "$WORK/gallery" --json | "$VPY" -c "import json, sys; print(json.load(sys.stdin)['count'])")
 if [ "$count" != "$expected" ]; then
     echo "serving check: FAILED: the gallery holds $count items, the folder $expected crops" >&2
     exit 1
@@ -76,12 +83,12 @@ fi
 
 PORT=$("$VPY" -c "import socket; s = socket.socket(); s.bind(('127.0.0.1', 0)); print(s.getsockname()[1]); s.close()")
 step "reid-serve on 127.0.0.1:$PORT"
-"$WORK/venv/bin/reid-serve" --model "$MODEL" --gallery "$WORK/gallery" --host 127.0.0.1 --port "$PORT" \
+"$VENV_DIR/bin/reid-serve" --model "$MODEL" --gallery "$WORK/gallery" --host 127.0.0.1 --port "$PORT" \
     --workers 1 --onnx-threads 1 --faiss-threads 1 --log-level warning >"$WORK/serve.log" 2>&1 &
 SERVER_PID=$!
 
 step "POST /search"
-"$VPY" - "http://127.0.0.1:$PORT" "$CROPS" "$SERVER_PID" <<'EOF'
+if ! "$VPY" - "http://127.0.0.1:$PORT" "$CROPS" "$SERVER_PID" <<'EOF'
 import os
 import sys
 import time
@@ -119,4 +126,9 @@ assert Path(best["path"]).name == query.name and best["distance"] < 1e-4, f"the 
 print(f"serving check: /search ranked {len(matches)} of {body['gallery_size']} items; "
       f"best {Path(best['path']).name} at distance {best['distance']:.2e}")
 EOF
+then
+    echo "serving check: reid-serve's output:" >&2
+    cat "$WORK/serve.log" >&2
+    exit 1
+fi
 step "passed"

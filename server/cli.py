@@ -14,6 +14,7 @@ from typing import TYPE_CHECKING
 
 from pydantic import ValidationError
 
+from training.core.devices import DEVICES
 from training.core.errors import ReIDError, run_cli
 
 if TYPE_CHECKING:
@@ -44,6 +45,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--onnx-threads", type=int, help="ONNX Runtime intra-op threads (default: see docs)")
     p.add_argument("--faiss-threads", type=int, help="FAISS threads (default: cores // workers)")
     p.add_argument("--providers", help="ONNX Runtime providers: auto (default), cpu, cuda, tensorrt")
+    p.add_argument("--device", choices=DEVICES,
+                   help="where the FAISS gallery searches: auto, cpu (default) or cuda (REID_DEVICE)")
     p.add_argument("--image-root", dest="image_roots", type=Path, action="append",
                    help="folder whose images GET /gallery/{id}/image may serve for bulk-indexed items "
                         "(repeatable)")

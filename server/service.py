@@ -152,7 +152,8 @@ class SearchService:
         embedder = Embedder(settings.model, providers=settings.providers,
                             intra_op_threads=plan.onnx, batch_size=max(settings.max_batch, 32),
                             max_pixels=settings.max_pixels, spin=False)
-        gallery = open_or_create(settings.gallery, embedder, create=settings.create_gallery)
+        gallery = open_or_create(settings.gallery, embedder, create=settings.create_gallery,
+                                 device=settings.device)
         log.info("serving %s with gallery %s (%d items); %s", settings.model, settings.gallery,
                  len(gallery), plan.describe())
         return cls(settings, embedder, gallery, plan, metrics)

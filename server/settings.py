@@ -12,6 +12,8 @@ from pathlib import Path
 from pydantic import Field, SecretStr
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+from training.core.devices import Device
+
 
 class Settings(BaseSettings):
     """Everything ``reid-serve`` can be told. Each field ``x`` is also read from ``REID_X``."""
@@ -42,6 +44,8 @@ class Settings(BaseSettings):
     onnx_threads: int | None = Field(None, ge=1, description="ONNX Runtime intra-op threads")
     faiss_threads: int | None = Field(None, ge=1, description="FAISS OpenMP threads")
     providers: str = Field("auto", description="ONNX Runtime providers: auto, cpu, cuda, tensorrt")
+    device: Device = Field("cpu", description="where the FAISS gallery searches: auto, cpu or cuda "
+                                              "(training.core.devices; cuda without a GPU is refused)")
     image_roots: tuple[Path, ...] = Field(
         (), description="folders whose files GET /gallery/{id}/image may serve (bulk-indexed items)"
     )

@@ -14,11 +14,9 @@ from typing import NamedTuple
 import torch
 import torch.distributed as dist
 
-from training.core.errors import ReIDError
+from training.core.devices import choose_device
 
 log = logging.getLogger(__name__)
-
-DEVICES = ("auto", "cpu", "cuda")
 
 
 class Runtime(NamedTuple):
@@ -39,14 +37,9 @@ class Runtime(NamedTuple):
 
 
 def resolve_device(spec: str, local_rank: int = 0) -> torch.device:
-    """``auto`` picks CUDA when available; ``cuda`` without a GPU is an error."""
-    if spec not in DEVICES:
-        raise ReIDError(f"--device must be one of {DEVICES}, got {spec!r}")
-    if spec == "auto":
-        spec = "cuda" if torch.cuda.is_available() else "cpu"
-    if spec == "cuda":
-        if not torch.cuda.is_available():
-            raise ReIDError("--device cuda was asked for, but torch sees no CUDA device; use --device cpu")
+    """``auto|cpu|cuda`` (:mod:`training.core.devices`) -> this process's torch device; under
+    torchrun each local rank gets its own GPU."""
+    if choose_device(spec, torch.cuda.is_available(), who="torch") == "cuda":
         return torch.device("cuda", local_rank % torch.cuda.device_count())
     return torch.device("cpu")
 

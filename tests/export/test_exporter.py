@@ -173,7 +173,7 @@ def test_model_without_the_local_branch_is_refused(tmp_path: Path) -> None:
         (["--batch-check", "1"], "batch_check must be >= 2"),
         (["--quantize", "int8"], "needs --calibration"),
         (["--float-out", "x.onnx"], "only apply with --quantize"),
-        (["--threads", "0"], "--threads must be >= 1"),
+        (["--threads", "0"], "argument --threads: must be >= 1, got 0"),
     ],
 )
 def test_bad_values_are_one_line_errors(checkpoint_path: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str],

@@ -92,20 +92,21 @@ def test_ivf_with_too_few_vectors_searches_exactly_and_says_so(tmp_path, caplog)
         assert "training ivf_flat (nlist=16) on 700 of 700" in caplog.text
 
 
-def test_cuda_request_without_gpu_falls_back_with_a_log_line(tmp_path, caplog, monkeypatch):
+def test_device_vocabulary_without_gpu(tmp_path, caplog, monkeypatch):
+    """auto falls back to the CPU with an info line; cuda is refused, never silently on the CPU."""
     monkeypatch.setattr(faiss_index, "gpu_available", lambda: False)
     caplog.set_level(logging.INFO, logger="index.faiss_index")
-    with Gallery.create(tmp_path / "g", DIM, "m", device="cuda") as gallery:
+    with pytest.raises(ReIDError, match="device cuda was asked for, but faiss sees no CUDA device"):
+        Gallery.create(tmp_path / "g", DIM, "m", device="cuda")
+    assert not (tmp_path / "g").exists()  # refused before anything was written
+    with Gallery.create(tmp_path / "g", DIM, "m", device="auto") as gallery:
         assert gallery.device == "cpu"
         gallery.add(_clustered(5, 0), [ItemRecord()] * 5)
         assert gallery.search(_clustered(1, 1), 3).I.shape == (1, 3)
-    warning = [r for r in caplog.records if r.levelno == logging.WARNING]
-    assert warning and "device=cuda" in warning[0].getMessage() and "searching on the CPU" in warning[0].getMessage()
-    caplog.clear()
-    with Gallery.open(tmp_path / "g", device="auto") as gallery:
-        assert gallery.device == "cpu"
     assert "device=auto" in caplog.text and "searching on the CPU" in caplog.text
-    with pytest.raises(ReIDError, match="unknown device"):
+    with Gallery.open(tmp_path / "g", device="cpu") as gallery:
+        assert gallery.device == "cpu"
+    with pytest.raises(ReIDError, match="unknown device 'tpu'; expected one of auto, cpu, cuda"):
         Gallery.open(tmp_path / "g", device="tpu")
 
 

@@ -39,6 +39,25 @@ def test_bad_settings_are_one_line(argv: list[str], message: str, capsys, monkey
     assert err.startswith("reid-serve: error: bad settings") and message in err and len(err.splitlines()) == 1
 
 
+def test_device_uses_the_shared_vocabulary(tmp_path: Path, capsys, monkeypatch) -> None:
+    from index import faiss_index
+
+    monkeypatch.delenv("REID_DEVICE", raising=False)
+    base = ["--model", "m.onnx", "--gallery", "g"]
+    assert settings_from_args(build_parser().parse_args(base)).device == "cpu"
+    monkeypatch.setenv("REID_DEVICE", "gpu")
+    assert main(base) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("reid-serve: error: bad settings") and "device" in err and len(err.splitlines()) == 1
+    monkeypatch.delenv("REID_DEVICE")
+    monkeypatch.setattr(faiss_index, "gpu_available", lambda: False)
+    model = write_tiny_model(tmp_path / "m.onnx", seed=1)
+    assert main(["--model", str(model), "--gallery", str(tmp_path / "g"), "--create", "--device", "cuda"]) == 2
+    err = capsys.readouterr().err
+    assert "device cuda was asked for, but faiss sees no CUDA device" in err and len(err.splitlines()) == 1
+    assert not (tmp_path / "g").exists()
+
+
 def test_missing_model_gallery_or_mismatch_are_one_line(tmp_path: Path, capsys) -> None:
     model = write_tiny_model(tmp_path / "m.onnx", seed=1)
     other = write_tiny_model(tmp_path / "other.onnx", seed=2)

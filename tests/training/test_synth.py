@@ -163,7 +163,7 @@ def test_domains_differ_in_identity_statistics() -> None:
         (["--height", "4"], "image size must be at least"),
         (["--width", "10000000"], "image size must be at most 2048x2048"),
         (["--junk", "-1"], "must be >= 0"),
-        (["--workers", "0"], "workers must be >= 1"),
+        (["--workers", "0"], "argument --workers: must be >= 1, got 0"),
     ],
 )
 def test_bad_values_exit_2_with_one_line(tmp_path: Path, capsys: pytest.CaptureFixture[str], extra, message) -> None:

@@ -11,7 +11,9 @@ from typing import Any
 import torch
 
 from training.core.datasets import SPLIT_FOLDERS, UnlabelledSample, load_unlabelled_images
+from training.core.cliargs import ArgumentParser, add_device_argument, positive_int
 from training.core.errors import ReIDError, run_cli
+from training.distributed import resolve_device
 from training.stargan.checkpoint import CHECKPOINT_NAME, load_stargan
 from training.stargan.data import count_cameras
 from training.stargan.generation import generate_camstyle, sheet_rows, write_sample_sheet
@@ -39,14 +41,6 @@ def parse_size(text: str) -> tuple[int, int]:
     return height, width
 
 
-def _device(name: str) -> torch.device:
-    if name == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    if name == "cuda" and not torch.cuda.is_available():
-        raise ReIDError("--device cuda was asked for but no CUDA device is available (use --device cpu or auto)")
-    return torch.device(name)
-
-
 def _common(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--data", required=True,
@@ -54,15 +48,14 @@ def _common(parser: argparse.ArgumentParser) -> None:
     )
     parser.add_argument("--layout", choices=["auto", "market1501", "dukemtmc"], default="auto",
                         help="file name pattern (default: %(default)s, from the first name)")
-    parser.add_argument("--device", choices=["auto", "cpu", "cuda"], default="auto",
-                        help="where to run (default: %(default)s = cuda when available)")
+    add_device_argument(parser, "auto", "the StarGAN")
     parser.add_argument("--workers", type=int, default=None, help="image-decoding processes (default: 2)")
-    parser.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: torch's choice)")
+    parser.add_argument("--threads", type=positive_int, default=None, help="torch CPU threads (default: torch's choice)")
 
 
 def build_parser() -> argparse.ArgumentParser:
     model, recipe = StarGANConfig(num_cameras=2), TrainConfig()
-    parser = argparse.ArgumentParser(
+    parser = ArgumentParser(
         prog=PROG,
         description=(
             "Camera-style transfer for unsupervised domain adaptation: a StarGAN whose domains are "
@@ -119,7 +112,7 @@ def build_parser() -> argparse.ArgumentParser:
     _common(generate)
     generate.add_argument("--checkpoint", required=True, help=f"RUN/{CHECKPOINT_NAME} from reid-camstyle train")
     generate.add_argument("--out", required=True, help="output folder (new, empty, or a previous reid-camstyle output)")
-    generate.add_argument("--batch-size", dest="batch_size", type=int, default=16, help="images per forward pass (default: %(default)s)")
+    generate.add_argument("--batch-size", dest="batch_size", type=positive_int, default=16, help="images per forward pass (default: %(default)s)")
     generate.add_argument("--sample-sheet", dest="sample_sheet", default=None,
                           help=f"PNG of originals beside their translations (default: OUT/{SHEET_PATH})")
     generate.add_argument("--sheet-rows", dest="sheet_rows", type=int, default=8,
@@ -162,7 +155,7 @@ def _train(args: argparse.Namespace) -> int:
     print(f"{len(samples)} training images from {folder}, {num_cameras} cameras -> {num_cameras} StarGAN domains")
     summary = train_stargan(
         samples, model_config, config, args.out,
-        device=_device(args.device), resume=args.resume,
+        device=resolve_device(args.device), resume=args.resume,
         max_seconds=None if args.max_minutes is None else 60.0 * args.max_minutes,
         data_info={"source": str(folder.resolve()), "images": len(samples), "cameras": num_cameras},
     )
@@ -176,12 +169,12 @@ def _train(args: argparse.Namespace) -> int:
 
 
 def _generate(args: argparse.Namespace) -> int:
-    if args.batch_size < 1 or args.sheet_rows < 0:
-        raise ReIDError(f"--batch-size must be >= 1 and --sheet-rows >= 0, got {args.batch_size} and {args.sheet_rows}")
+    if args.sheet_rows < 0:
+        raise ReIDError(f"--sheet-rows must be >= 0, got {args.sheet_rows}")
     state = load_stargan(args.checkpoint)
     samples, folder = _load_samples(args.data, args.layout)
     summary = generate_camstyle(
-        state.build_generator(), samples, args.out, source=folder, device=_device(args.device),
+        state.build_generator(), samples, args.out, source=folder, device=resolve_device(args.device),
         batch_size=args.batch_size, workers=2 if args.workers is None else args.workers,
         generator_info={"checkpoint": str(Path(args.checkpoint).resolve()), "iteration": state.iteration,
                         "image_size": list(state.model_config.image_size)},
@@ -196,14 +189,11 @@ def _generate(args: argparse.Namespace) -> int:
 
 
 def main(argv: list[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
-
     def body() -> int:
+        args = build_parser().parse_args(argv)
         if args.workers is not None and args.workers < 0:
             raise ReIDError(f"--workers must be >= 0, got {args.workers}")
         if args.threads is not None:
-            if args.threads < 1:
-                raise ReIDError(f"--threads must be >= 1, got {args.threads}")
             torch.set_num_threads(args.threads)
         return _train(args) if args.command == "train" else _generate(args)
 

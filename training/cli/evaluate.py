@@ -8,6 +8,7 @@ import json
 from training.checkpoint import load_checkpoint
 from training.core.datasets import load_dataset
 from training.distributed import resolve_device
+from training.core.cliargs import ArgumentParser, add_device_argument, positive_int
 from training.core.errors import ReIDError, run_cli
 from training.features import evaluate_model, metrics_record
 from training.model import EMBEDDING_KINDS
@@ -16,7 +17,7 @@ PROG = "reid-eval"
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
+    parser = ArgumentParser(
         prog=PROG,
         description=(
             "Evaluate a reid-train checkpoint under the Market-1501 protocol (single query, same "
@@ -27,19 +28,18 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--data", required=True, help="data set root with query/ and bounding_box_test/")
     parser.add_argument("--embedding", choices=EMBEDDING_KINDS, default="global",
                         help="search feature: global = POOL-5 (the paper's), global+local adds the BiLSTM (default: %(default)s)")
-    parser.add_argument("--batch-size", type=int, default=64, help="images per forward (default: %(default)s)")
-    parser.add_argument("--device", choices=("auto", "cpu", "cuda"), default="auto", help="default: %(default)s")
+    parser.add_argument("--batch-size", type=positive_int, default=64, help="images per forward (default: %(default)s)")
+    add_device_argument(parser, "auto", "the model")
     parser.add_argument("--workers", type=int, default=0, help="image decoding processes (default: %(default)s)")
     parser.add_argument("--json", action="store_true", help="print one JSON object instead of a table")
     return parser
 
 
 def main(argv: list[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
-
     def body() -> int:
-        if args.batch_size < 1 or args.workers < 0:
-            raise ReIDError("--batch-size must be >= 1 and --workers >= 0")
+        args = build_parser().parse_args(argv)
+        if args.workers < 0:
+            raise ReIDError(f"--workers must be >= 0, got {args.workers}")
         checkpoint = load_checkpoint(args.checkpoint)
         dataset = load_dataset(args.data)
         device = resolve_device(args.device)

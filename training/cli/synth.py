@@ -5,7 +5,8 @@ from __future__ import annotations
 import argparse
 import time
 
-from training.core.errors import ReIDError, run_cli
+from training.core.cliargs import ArgumentParser, positive_int
+from training.core.errors import run_cli
 from training.synth.domains import DOMAINS
 from training.synth.naming import NAMINGS
 from training.synth.writer import SynthConfig, write_domains
@@ -15,7 +16,7 @@ PROG = "reid-synth"
 
 def build_parser() -> argparse.ArgumentParser:
     defaults = SynthConfig(domain="market")
-    parser = argparse.ArgumentParser(
+    parser = ArgumentParser(
         prog=PROG,
         description=(
             "Generate procedural pedestrian crops whose identity is carried by clothing and build "
@@ -58,16 +59,13 @@ def build_parser() -> argparse.ArgumentParser:
         "--camstyle", action="store_true",
         help="also write camstyle/<stem>_fake_<j>.jpg: every train image re-rendered by every camera j",
     )
-    parser.add_argument("--workers", type=int, default=2, help="rendering processes (default: %(default)s)")
+    parser.add_argument("--workers", type=positive_int, default=2, help="rendering processes (default: %(default)s)")
     return parser
 
 
 def main(argv: list[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
-
     def body() -> int:
-        if args.workers < 1:
-            raise ReIDError(f"--workers must be >= 1, got {args.workers}")
+        args = build_parser().parse_args(argv)
         domains = [args.domain] if args.domain else ["market", "duke"]
         configs = [
             SynthConfig(

@@ -6,6 +6,7 @@ import argparse
 import os
 import logging
 
+from training.core.cliargs import ArgumentParser, add_device_argument
 from training.core.errors import ReIDError, run_cli
 from training.model import BACKBONES, EMBEDDING_KINDS
 from training.trainer import MODES, TrainConfig, resume_config, train
@@ -18,7 +19,7 @@ _RENAMED = {"no_local": "use_local", "no_camstyle": "use_camstyle"}
 
 def build_parser() -> argparse.ArgumentParser:
     d = TrainConfig(source="", out="", eval_every=0, mode="source-only")  # the defaults
-    parser = argparse.ArgumentParser(
+    parser = ArgumentParser(
         prog=PROG,
         description=(
             "Train the ResNet + BiLSTM ReID model: cross-entropy and batch-hard triplet on the labelled "
@@ -73,8 +74,7 @@ def build_parser() -> argparse.ArgumentParser:
                      help="evaluate on the target query/gallery every N epochs and after the last; 0 = never (default: %(default)s)")
     run.add_argument("--eval-embedding", choices=EMBEDDING_KINDS, default=d.eval_embedding, help="default: %(default)s")
     run.add_argument("--eval-batch-size", type=int, default=d.eval_batch_size, help="default: %(default)s")
-    run.add_argument("--device", choices=("auto", "cpu", "cuda"), default=d.device,
-                     help="auto = cuda when available (default: %(default)s); mixed precision on cuda")
+    add_device_argument(run, d.device, "training (mixed precision on cuda)")
     run.add_argument("--workers", type=int, default=d.workers, help="image decoding processes (default: %(default)s)")
     run.add_argument("--log-every", type=int, default=d.log_every, help="steps between log.jsonl step records (default: %(default)s)")
     return parser
@@ -95,9 +95,8 @@ def config_from_args(args: argparse.Namespace) -> TrainConfig:
 
 
 def main(argv: list[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
-
     def body() -> int:
+        args = build_parser().parse_args(argv)
         main_process = os.environ.get("RANK", "0") == "0"  # under torchrun only rank 0 reports
         logging.basicConfig(level=logging.INFO if main_process else logging.WARNING, format=f"{PROG}: %(message)s")
         config = config_from_args(args)
