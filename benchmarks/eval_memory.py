@@ -25,6 +25,7 @@ from typing import NamedTuple
 
 import numpy as np
 
+from training.core.cliargs import ArgumentParser, positive_int
 from training.core.errors import ReIDError, run_cli
 from training.core.evaluation import auto_block_size, euclidean_distmat, evaluate, evaluate_features
 from training.core.fileio import atomic_write_bytes
@@ -140,9 +141,6 @@ def blocked_equals_dense(problem: dict[str, np.ndarray]) -> bool:
 
 
 def _body(args: argparse.Namespace) -> int:
-    for name in ("queries", "gallery", "dim", "ids"):
-        if getattr(args, name) < 1:
-            raise ReIDError(f"--{name} must be >= 1, got {getattr(args, name)}")
     problem = make_problem(args.queries, args.gallery, args.dim, args.ids, args.seed)
     block_size = args.block_size or auto_block_size(args.gallery)
     itemsize = problem["qf"].dtype.itemsize
@@ -216,19 +214,19 @@ def _body(args: argparse.Namespace) -> int:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(
+    parser = ArgumentParser(
         prog="eval_memory",
         description="Measure peak memory of blocked Market-1501-protocol evaluation on random features.",
     )
     parser.add_argument(
-        "--queries", type=int, default=20_000, help="number of query features (default 20000)"
+        "--queries", type=positive_int, default=20_000, help="number of query features (default 20000)"
     )
     parser.add_argument(
-        "--gallery", type=int, default=200_000, help="number of gallery features (default 200000)"
+        "--gallery", type=positive_int, default=200_000, help="number of gallery features (default 200000)"
     )
-    parser.add_argument("--dim", type=int, default=64, help="feature dimension (default 64)")
+    parser.add_argument("--dim", type=positive_int, default=64, help="feature dimension (default 64)")
     parser.add_argument(
-        "--ids", type=int, default=10_000, help="identities to draw pids from (default 10000)"
+        "--ids", type=positive_int, default=10_000, help="identities to draw pids from (default 10000)"
     )
     parser.add_argument(
         "--block-size", type=int, default=None, help="queries per block (default: automatic)"
@@ -240,9 +238,13 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument(
         "--no-write", dest="write", action="store_false", help="print only, write no file"
     )
-    args = parser.parse_args(argv)
-    args.argv = list(sys.argv[1:] if argv is None else argv)
-    return run_cli(parser.prog, lambda: _body(args))
+
+    def body() -> int:
+        args = parser.parse_args(argv)
+        args.argv = list(sys.argv[1:] if argv is None else argv)
+        return _body(args)
+
+    return run_cli(parser.prog, body)
 
 
 if __name__ == "__main__":

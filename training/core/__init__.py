@@ -7,8 +7,11 @@ progress bars), and nothing else of ours outside ``training.core``. The serving 
 
 * ``errors``: the user-facing error type and the one-line CLI convention;
 * ``fileio``: crash-safe (atomic, fsynced) file writes;
-* ``datasets``: the ReID file-name grammar, image suffixes, Market-1501/DukeMTMC-reID layouts;
+* ``datasets``: the ReID file-name grammar, Market-1501/DukeMTMC-reID layouts;
+* ``formats``: the accepted image formats, their file suffixes and media types (one table);
 * ``imageio``: the one image decoder used by training, evaluation and serving;
 * ``evaluation``: mAP / CMC / mINP under the Market-1501 protocol;
-* ``cores``: how many CPU cores this process may use.
+* ``cores``: how many CPU cores this process may use;
+* ``devices``: the ``auto|cpu|cuda`` device vocabulary and its one resolver;
+* ``cliargs``: what every ``reid-*`` parser shares (one-line errors, positive counts, ``--device``).
 """
