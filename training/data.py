@@ -20,7 +20,7 @@ from training.camstyle_folder import CameraStyleGroup
 from training.core.datasets import Sample
 from training.core.errors import ReIDError
 from training.samplers import PKSampler
-from training.core.imageio import decode_image
+from training.transforms import read_rgb
 
 __all__ = [
     "SourceBatch",
@@ -57,7 +57,7 @@ class SourceImages(Dataset):
 
     def __getitem__(self, index: int) -> tuple[Tensor, int]:
         sample = self.samples[index]
-        return self.transform(decode_image(sample.path)), sample.pid
+        return self.transform(read_rgb(sample.path)), sample.pid
 
 
 class TargetGroups(Dataset):
@@ -75,7 +75,7 @@ class TargetGroups(Dataset):
 
     def __getitem__(self, index: int) -> tuple[Tensor, int]:
         paths: tuple[Path, ...] = self.groups[index].paths
-        return torch.stack([self.transform(decode_image(p)) for p in paths]), index
+        return torch.stack([self.transform(read_rgb(p)) for p in paths]), index
 
 
 def _collate_source(items: list[tuple[Tensor, int]]) -> SourceBatch:

@@ -1,6 +1,7 @@
 """Search features of a trained model for a list of image files, and what they retrieve.
 
-Preprocessing is the serving runtime's own: :func:`training.core.imageio.decode_image`, then
+Preprocessing is the serving runtime's own: :func:`training.core.imageio.decode_image` (through
+:func:`training.transforms.read_rgb`), then
 :func:`training.core.imageio.resize_to_input` (bilinear, divide by 255) through
 :func:`training.transforms.eval_transform`; mean/std normalisation happens inside the model.
 Features from here and from an exported model therefore see the same pixels.
@@ -19,8 +20,7 @@ from tqdm import tqdm
 from training.core.datasets import ReIDDataset
 from training.core.evaluation import EvalResult, evaluate_features
 from training.model import ReIDModel, embedding_dim, search_embedding
-from training.core.imageio import decode_image
-from training.transforms import eval_transform
+from training.transforms import eval_transform, read_rgb
 
 __all__ = ["extract_features", "evaluate_model", "metrics_record"]
 
@@ -34,7 +34,7 @@ class _ImageFiles(Dataset):
         return len(self.paths)
 
     def __getitem__(self, index: int) -> torch.Tensor:
-        return self.transform(decode_image(self.paths[index]))
+        return self.transform(read_rgb(self.paths[index]))
 
 
 def extract_features(

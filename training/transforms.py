@@ -1,6 +1,6 @@
 """Image transforms of the training recipe (METHOD.md, "Training recipe").
 
-Every training-side image read calls the serving decoder,
+Every training-side image read goes through :func:`read_rgb`, which is the serving decoder
 :func:`training.core.imageio.decode_image` (EXIF orientation, 16-bit rescale, alpha onto
 white, palette and CMYK to RGB), so a file gives the same pixels in training, ``reid-eval``,
 ``reid-index`` and the server.
@@ -14,6 +14,7 @@ so accuracy measured in training is the accuracy served.
 from __future__ import annotations
 
 import functools
+import os
 from collections.abc import Callable
 
 import numpy as np
@@ -21,7 +22,8 @@ import torch
 from PIL import Image
 from torchvision import transforms as T
 
-from training.core.imageio import resize_to_input
+from training.core.errors import ReIDError
+from training.core.imageio import ImageDecodeError, decode_image, resize_to_input
 
 # Aspect ratio of the random crop in the paper is height/width in [2, 3]; torchvision's
 # RandomResizedCrop takes width/height.
@@ -57,3 +59,16 @@ def train_transform(height: int, width: int, flip_p: float = 0.5) -> T.Compose:
             to_tensor,
         ]
     )
+
+
+def read_rgb(path: str | os.PathLike[str]) -> Image.Image:
+    """:func:`training.core.imageio.decode_image` for DataLoader workers: an 8-bit RGB image.
+
+    A bad file raises a plain :class:`ReIDError` naming it: the loader re-creates a worker's
+    exception in the main process from its message alone, which ``ImageDecodeError`` (it needs
+    a reason) does not survive.
+    """
+    try:
+        return decode_image(path)
+    except ImageDecodeError as exc:
+        raise ReIDError(str(exc)) from None

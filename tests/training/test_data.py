@@ -4,11 +4,14 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import pytest
 import torch
+from torch.utils.data import DataLoader
 
 from training.camstyle_folder import find_camstyle_groups
 from training.data import SourceImages, TargetGroups, TargetStream, seed_epoch, source_loader
-from training.core.datasets import load_dataset, load_unlabelled_images
+from training.core.datasets import Sample, load_dataset, load_unlabelled_images
+from training.core.errors import ReIDError
 from training.losses import target_pseudo_labels
 from training.core.imageio import decode_image
 from training.transforms import eval_transform, train_transform
@@ -50,3 +53,13 @@ def test_an_epoch_draws_the_same_batches_whatever_came_before(two_domains: Path)
     assert torch.equal(a_src.images, b_src.images) and torch.equal(a_src.pids, b_src.pids)
     assert torch.equal(a_tgt.images, b_tgt.images) and torch.equal(a_tgt.groups, b_tgt.groups)
     assert a_src.pids.tolist()[::2] == a_src.pids.tolist()[1::2]  # K = 2 consecutive images per identity
+
+
+def test_a_bad_image_in_a_loader_worker_is_a_reid_error_naming_it(tmp_path: Path) -> None:
+    """Decoding runs in worker processes; the loader re-creates the worker's error in the main
+    process, which must stay a ReIDError (a user error, one line) and name the file."""
+    bad = tmp_path / "0001_c1s1_000001_01.jpg"
+    bad.write_bytes(b"not a jpeg")
+    loader = DataLoader(SourceImages([Sample(bad, pid=0, camid=0)], eval_transform(64, 32)), num_workers=1)
+    with pytest.raises(ReIDError, match=f"{bad}: not an image file"):
+        next(iter(loader))

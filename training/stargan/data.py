@@ -13,8 +13,7 @@ from torchvision.transforms import functional as TF
 
 from training.core.datasets import UnlabelledSample
 from training.core.errors import ReIDError
-from training.core.imageio import decode_image
-from training.transforms import to_tensor
+from training.transforms import read_rgb, to_tensor
 
 
 def count_cameras(samples: Sequence[UnlabelledSample]) -> int:
@@ -75,7 +74,7 @@ class CameraImages(Dataset[CameraImage]):
 
     def __getitem__(self, index: int) -> CameraImage:
         sample = self.samples[index]
-        picture = decode_image(sample.path)
+        picture = read_rgb(sample.path)
         resized = picture.resize((self.size[1], self.size[0]), resample=Image.Resampling.BILINEAR)
         image = to_gan_range(to_tensor(resized))
         if self.flip and torch.rand(()) < 0.5:

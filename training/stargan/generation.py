@@ -24,11 +24,11 @@ from tqdm import tqdm
 from training.core.datasets import UnlabelledSample
 from training.core.errors import ReIDError
 from training.core.fileio import atomic_write_bytes, atomic_write_with
-from training.core.imageio import decode_image
 from training.stargan.data import CameraImages, to_uint8
 from training.stargan.model import Generator
 from training.synth.naming import camstyle_name
 from training.synth.writer import CAMSTYLE_MANIFEST
+from training.transforms import read_rgb
 
 FORMAT = "reid-camstyle"
 VERSION = 1
@@ -142,7 +142,7 @@ def write_sample_sheet(
     """
     if not originals:
         raise ReIDError("no images to put on the sample sheet")
-    cell_w, cell_h = decode_image(originals[0]).size
+    cell_w, cell_h = read_rgb(originals[0]).size
     zoom = -(-_MIN_CELL_WIDTH // cell_w)  # small crops are enlarged so a person can see them
     cell_w, cell_h = cell_w * zoom, cell_h * zoom
     header, gap = 14, 2
@@ -154,7 +154,7 @@ def write_sample_sheet(
     for row, original in enumerate(originals):
         files = [original, *(camstyle_dir / camstyle_name(original.stem, j) for j in cameras)]
         for col, file in enumerate(files):
-            tile = decode_image(file).resize((cell_w, cell_h), resample=Image.Resampling.BILINEAR)
+            tile = read_rgb(file).resize((cell_w, cell_h), resample=Image.Resampling.BILINEAR)
             sheet.paste(tile, (gap + col * (cell_w + gap), header + gap + row * (cell_h + gap)))
     target = Path(path)
     atomic_write_with(target, lambda fh: sheet.save(fh, format="PNG"))
