@@ -15,12 +15,14 @@ import sys
 import tempfile
 from collections.abc import Sequence
 from dataclasses import asdict
+from datetime import UTC, datetime
 from pathlib import Path
 
 import numpy as np
 
 from export.runtime import Embedder, providers_for_device
 from training.core.cores import usable_cores
+from index.audit import AuditLog, default_audit_path
 from index.bulk import DECODE_MODES, REPORT_NAME, embed_files, index_images
 from index.evaluation import evaluate_gallery
 from index.faiss_index import INDEX_TYPES
@@ -28,12 +30,23 @@ from index.gallery import DEFAULT_CHECKPOINT_EVERY, Gallery
 from index.manifest import IndexSpec
 from index.opening import open_or_create
 from index.records import GalleryItem
+from index.retention import prune
 from index.sources import TIMESTAMP_SOURCES, SourceImage, discover, iter_sources
 from training.core.datasets import load_dataset, parse_reid_name
 from training.core.cliargs import ArgumentParser, add_device_argument, positive_int
 from training.core.errors import ReIDError, run_cli
 
 PROG = "reid-index"
+
+
+def _days(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        value = math.nan
+    if not (value > 0 and math.isfinite(value)):
+        raise argparse.ArgumentTypeError(f"expected a positive number of days, got {text!r}")
+    return value
 
 
 def _camera(text: str) -> int:
@@ -101,6 +114,20 @@ def build_parser() -> argparse.ArgumentParser:
     what.add_argument("--id", type=int, nargs="+", dest="ids", help="gallery ids")
     what.add_argument("--pid", type=int, help="every item of this identity")
     what.add_argument("--camera", type=_camera, help="every item of this camera (number as in c3)")
+
+    p = sub.add_parser("prune", help="remove items older than a number of days (retention)",
+                       description="Remove every item older than --older-than days, by its capture timestamp "
+                                   "when that is a Unix time, else by when it was added, and delete the crops "
+                                   "the server stored for them; the removal is written to the audit log.")
+    p.add_argument("gallery", type=Path, metavar="GALLERY")
+    p.add_argument("--older-than", required=True, type=_days, metavar="DAYS",
+                   help="retention in days (fractions allowed)")
+    p.add_argument("--by-added", action="store_true",
+                   help="age by the time items were added, ignoring capture timestamps")
+    p.add_argument("--dry-run", action="store_true", help="list what would be removed, change nothing")
+    p.add_argument("--audit-log", type=Path, default=None,
+                   help="audit log to append to (default: GALLERY/audit/audit.jsonl, as reid-serve)")
+    p.add_argument("--json", action="store_true", help="print JSON")
 
     p = sub.add_parser("stats", help="counts, cameras, model and size of a gallery")
     p.add_argument("gallery", type=Path, metavar="GALLERY")
@@ -193,6 +220,24 @@ def _remove(args: argparse.Namespace) -> int:
         else:
             removed = gallery.remove_camera(args.camera)
         print(f"removed {removed} item(s); gallery {gallery.path} now holds {len(gallery)}")
+    return 0
+
+
+def _prune(args: argparse.Namespace) -> int:
+    with Gallery.open(args.gallery) as gallery:
+        if args.dry_run:
+            result = prune(gallery, args.older_than, by_added=args.by_added, dry_run=True)
+        else:
+            with AuditLog(args.audit_log or default_audit_path(gallery.path), fsync="always") as audit:
+                result = prune(gallery, args.older_than, by_added=args.by_added, audit=audit, actor=PROG)
+        left = len(gallery)
+    if args.json:
+        print(json.dumps({**asdict(result), "gallery_size": left}))
+        return 0
+    when = datetime.fromtimestamp(result.cutoff, UTC).isoformat(timespec="seconds")
+    verb = "would remove" if result.dry_run else "removed"
+    print(f"{verb} {len(result.removed_ids)} item(s) older than {args.older_than:g} day(s) (before {when}); "
+          f"deleted {result.crops_deleted} stored crop(s); gallery {args.gallery} holds {left}")
     return 0
 
 
@@ -331,7 +376,8 @@ def _print_identities(people: Sequence, as_json: bool) -> None:
         print("(no labelled gallery item passes the filters)")
 
 
-_COMMANDS = {"build": _build, "add": _add, "remove": _remove, "stats": _stats, "search": _search, "eval": _eval}
+_COMMANDS = {"build": _build, "add": _add, "remove": _remove, "prune": _prune, "stats": _stats,
+             "search": _search, "eval": _eval}
 
 
 def main(argv: list[str] | None = None) -> int:

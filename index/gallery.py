@@ -417,6 +417,13 @@ class Gallery:
             found = self._store.items_by_ids(wanted)
         return [found[i] for i in wanted if i in found]
 
+    def ids_older_than(self, cutoff: float, timestamp_floor: float | None = None) -> list[int]:
+        """Ids of items older than ``cutoff`` (Unix seconds): by ``timestamp`` where it is a
+        Unix time at or after ``timestamp_floor`` (None: never), else by ``added_at``."""
+        with self._rw.read():
+            self._check_open()
+            return self._store.ids_older_than(float(cutoff), timestamp_floor)
+
     def search(
         self,
         xq: np.ndarray,

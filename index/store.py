@@ -311,6 +311,20 @@ class MetadataStore:
                 out[row[0]] = GalleryItem(*row)
         return out
 
+    def ids_older_than(self, cutoff: float, timestamp_floor: float | None) -> list[int]:
+        """Ids of items whose age reference is before ``cutoff`` (Unix seconds), ascending.
+
+        The reference is the item's ``timestamp`` when ``timestamp_floor`` is given and the
+        timestamp is at least that (a Unix time, not a frame number), else ``added_at``.
+        """
+        use_timestamps = timestamp_floor is not None
+        rows = self._read().execute(
+            "SELECT id FROM items WHERE (CASE WHEN ? AND timestamp IS NOT NULL AND timestamp >= ?"
+            " THEN timestamp ELSE added_at END) < ? ORDER BY id",
+            (use_timestamps, timestamp_floor if use_timestamps else 0.0, cutoff),
+        ).fetchall()
+        return [r[0] for r in rows]
+
     def filter_rows(self) -> Iterator[FilterRow]:
         for row in self._read().execute("SELECT id, pid, camera, timestamp FROM items ORDER BY id"):
             yield FilterRow(*row)

@@ -32,7 +32,7 @@ from index.gallery import Gallery
 from index.opening import open_or_create
 from index.records import GalleryItem, GalleryStats, IdentityMatch, ItemRecord, Match
 from server.batcher import MicroBatcher
-from server.crops import MEDIA_TYPES, CropStore
+from index.crops import MEDIA_TYPES, CropStore
 from server.metrics import Metrics
 from server.settings import Settings
 from server.threads import ThreadPlan, plan_threads
