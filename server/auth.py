@@ -204,33 +204,51 @@ class KeyRing:
         return ok
 
     def identify(self, presented: str | None) -> Principal | None:
-        """The holder of ``presented``, or None for a missing or unknown key."""
-        if not presented:
+        """The holder of ``presented``, or None for a missing or unknown key. May run scrypt
+        (tens of milliseconds): an event loop calls :meth:`identify_quickly` first."""
+        decided, principal = self.identify_quickly(presented)
+        if decided:
+            return principal
+        assert presented is not None
+        match = _KEY_RE.match(presented)
+        assert match is not None
+        with self._lock:
+            entry = self._by_id.get(match.group(1))
+        if entry is None or not verify_secret(match.group(2), entry.hash):
             return None
-        raw = presented.encode("utf-8", "surrogateescape")
+        principal = Principal(entry.name, entry.scope)
+        with self._lock:
+            if self._by_id.get(entry.key_id) is entry:  # not reloaded away meanwhile
+                self._verified[self._tag(presented)] = principal
+        return principal
+
+    def identify_quickly(self, presented: str | None) -> tuple[bool, Principal | None]:
+        """``(True, holder or None)`` when that is known without hashing (a command-line key,
+        a key verified since the last reload, a malformed or unknown key); ``(False, None)``
+        when only :meth:`identify` can tell."""
+        if not presented:
+            return True, None
         presented_digest = _digest(presented)
         found = None
         for expected, principal in self._fixed:  # every comparison runs: no early exit to time
             if hmac.compare_digest(presented_digest, expected):
                 found = principal
         if found is not None:
-            return found
+            return True, found
         match = _KEY_RE.match(presented)
         if match is None:
-            return None
-        tag = hmac.new(self._cache_key, raw, hashlib.sha256).digest()
+            return True, None
+        tag = self._tag(presented)
         with self._lock:
             cached = self._verified.get(tag)
-            entry = self._by_id.get(match.group(1))
+            known_id = match.group(1) in self._by_id
         if cached is not None:
-            return cached
-        if entry is None or not verify_secret(match.group(2), entry.hash):
-            return None
-        principal = Principal(entry.name, entry.scope)
-        with self._lock:
-            if self._by_id.get(entry.key_id) is entry:  # not reloaded away meanwhile
-                self._verified[tag] = principal
-        return principal
+            return True, cached
+        return (False, None) if known_id else (True, None)
+
+    def _tag(self, presented: str) -> bytes:
+        # Keyed with a secret of this process: the cache's keys say nothing about the keys.
+        return hmac.new(self._cache_key, presented.encode("utf-8", "surrogateescape"), hashlib.sha256).digest()
 
 
 def _digest(key: str) -> bytes:

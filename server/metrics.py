@@ -37,6 +37,14 @@ class Metrics:
         self.search = Histogram("reid_search_seconds", "gallery search of one query",
                                 buckets=_LATENCY_BUCKETS, registry=r)
         self.gallery_items = Gauge("reid_gallery_items", "items in the gallery", registry=r)
+        self.audit_entries = Counter("reid_audit_entries", "audit log entries written",
+                                     ["event", "outcome"], registry=r)
+        self.audit_failures = Counter("reid_audit_write_failures", "audit log entries the disk refused",
+                                      registry=r)
+        self.rate_limited = Counter("reid_rate_limited", "requests refused by the rate limit (429)",
+                                    ["route"], registry=r)
+        self.pruned_items = Counter("reid_retention_pruned_items", "items removed by retention pruning",
+                                    registry=r)
 
     def observe_batch(self, size: int, seconds: float) -> None:
         self.batch_size.observe(size)

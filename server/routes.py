@@ -5,13 +5,14 @@ from __future__ import annotations
 
 from typing import Annotated
 
-from fastapi import APIRouter, Depends, File, Form, Path, Query, Request, UploadFile
+from fastapi import APIRouter, File, Form, Path, Query, Request, UploadFile
 from fastapi.responses import FileResponse, Response
 from prometheus_client import CONTENT_TYPE_LATEST
 from pydantic import Field
 
 from index.records import ItemRecord
-from server.deps import ServiceDep, get_service, require_api_key
+from server.access import RateLimited, ReadAccess, WriteAccess
+from server.deps import ServiceDep, get_service
 from server.errors import ApiError, error_responses
 from server.responses import add_response, remove_response, search_response, stats_response
 from server.schemas import (
@@ -40,8 +41,8 @@ async def _read_upload(file: UploadFile) -> Upload:
     return Upload(data=await file.read(), name=file.filename or "<upload>")
 
 
-@router.post("/search", response_model=SearchResponse, tags=["search"],
-             responses=error_responses(400, 413, 415, 422, 503),
+@router.post("/search", response_model=SearchResponse, tags=["search"], dependencies=[RateLimited],
+             responses=error_responses(400, 401, 413, 415, 422, 429, 503),
              summary="Find the gallery identities and items nearest to an uploaded crop")
 async def search(
     service: ServiceDep,
@@ -74,8 +75,8 @@ async def search(
 
 
 @router.post("/gallery", response_model=AddResponse, status_code=201, tags=["gallery"],
-             dependencies=[Depends(require_api_key)],
-             responses=error_responses(400, 401, 413, 415, 422, 503, 507),
+             dependencies=[WriteAccess],
+             responses=error_responses(400, 401, 403, 413, 415, 422, 503, 507),
              summary="Add crops to the gallery (one transaction; needs the API key)")
 async def add_items(
     service: ServiceDep,
@@ -114,7 +115,7 @@ ItemId = Annotated[int, Path(ge=0, le=MAX_INT, description="gallery item id")]
 
 # ``:int`` keeps ids apart from fixed paths: /gallery/stats is never taken for an item id.
 @router.delete("/gallery/{item_id:int}", response_model=RemoveResponse, tags=["gallery"],
-               dependencies=[Depends(require_api_key)], responses=error_responses(401, 404, 422, 503, 507),
+               dependencies=[WriteAccess], responses=error_responses(401, 403, 404, 422, 503, 507),
                summary="Remove one item (needs the API key)")
 async def remove_item(service: ServiceDep, item_id: ItemId) -> RemoveResponse:
     removed = await service.remove_item(item_id)
@@ -124,7 +125,7 @@ async def remove_item(service: ServiceDep, item_id: ItemId) -> RemoveResponse:
 
 
 @router.delete("/gallery", response_model=RemoveResponse, tags=["gallery"],
-               dependencies=[Depends(require_api_key)], responses=error_responses(401, 404, 422, 503, 507),
+               dependencies=[WriteAccess], responses=error_responses(401, 403, 404, 422, 503, 507),
                summary="Remove every item of one identity (needs the API key)")
 async def remove_identity(
     service: ServiceDep,
@@ -136,17 +137,18 @@ async def remove_identity(
     return remove_response(removed)
 
 
-@router.get("/gallery/stats", response_model=StatsResponse, tags=["gallery"],
-            responses=error_responses(503), summary="Gallery size, cameras, model and index")
+@router.get("/gallery/stats", response_model=StatsResponse, tags=["gallery"], dependencies=[ReadAccess],
+            responses=error_responses(401, 503), summary="Gallery size, cameras, model and index")
 async def stats(service: ServiceDep) -> StatsResponse:
     return stats_response(await service.stats())
 
 
 @router.get("/gallery/{item_id:int}/image", tags=["gallery"], response_class=FileResponse,
+            dependencies=[RateLimited],
             responses={200: {"content": {"image/jpeg": {}, "image/png": {}, "image/bmp": {},
                                          "image/webp": {}},
                              "description": "the stored crop"},
-                       **error_responses(404, 422, 503)},
+                       **error_responses(401, 404, 422, 429, 503)},
             summary="The crop of a gallery item")
 async def item_image(service: ServiceDep, item_id: ItemId) -> FileResponse:
     image = await service.image_file(item_id)
@@ -156,8 +158,9 @@ async def item_image(service: ServiceDep, item_id: ItemId) -> FileResponse:
         raise ApiError(404, "no_image", f"gallery item {item_id} has no image this server may serve "
                        "(see --image-root)")
     path, media_type = image.path, image.media_type
-    # Ids are never reused and crops are content-addressed, so the answer for an id never changes.
-    return FileResponse(path, media_type=media_type, headers={"Cache-Control": "public, max-age=86400"})
+    # Ids are never reused and crops are content-addressed, so the answer for an id never changes;
+    # but only the browser may keep it (a shared cache would hand it to callers without a key).
+    return FileResponse(path, media_type=media_type, headers={"Cache-Control": "private, max-age=86400"})
 
 
 @router.get("/healthz", response_model=HealthResponse, tags=["operations"], summary="The process is alive")

@@ -273,6 +273,11 @@ class SearchService:
         removed = await self._in_pool(self._remove_blocking, lambda: self.gallery.remove_identity(pid))
         return RemoveOutcome(removed, len(self.gallery))
 
+    def run_exclusive(self, change: Callable[[], T]) -> T:
+        """Run a blocking gallery change (retention pruning) in turn with adds and removes."""
+        with self._write_lock:
+            return change()
+
     def _remove_blocking(self, remove: Callable[[], int]) -> int:
         with self._write_lock:
             removed = remove()

@@ -8,10 +8,12 @@ reads the environment anywhere else. Precedence: explicit values (command-line f
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Literal
 
-from pydantic import Field, SecretStr
+from pydantic import Field, SecretStr, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+from index.audit import default_audit_path
 from training.core.devices import Device
 
 
@@ -50,3 +52,36 @@ class Settings(BaseSettings):
         (), description="folders whose files GET /gallery/{id}/image may serve (bulk-indexed items)"
     )
     log_level: str = "info"
+
+    # -- who may look, what is recorded, how long items are kept (docs/security.md) --------
+    read_key: SecretStr | None = Field(
+        None, description="key for /search, /gallery/stats and item images (header X-API-Key); "
+                          "unset and no keys_file: reads are open"
+    )
+    keys_file: Path | None = Field(None, description="named read/write keys, stored as hashes (reid-keys)")
+    audit_log: Path | None = Field(None, description="audit log (default: <gallery>/audit/audit.jsonl)")
+    audit_max_bytes: int = Field(64 * 1024 * 1024, ge=1024, description="audit log size before it rotates")
+    audit_backups: int = Field(20, ge=1, description="rotated audit logs kept")
+    audit_fsync: Literal["always", "interval", "never"] = Field(
+        "interval", description="when audit lines are forced to disk (kill -9 loses none either way)"
+    )
+    retain_days: float | None = Field(None, gt=0, description="prune items older than this while serving")
+    retain_check_minutes: float = Field(60.0, gt=0, description="how often retention pruning runs")
+    rate_limit: float | None = Field(
+        None, gt=0, description="searches and image views per second per key (or client address); unset: no limit"
+    )
+    rate_burst: int = Field(20, ge=1, description="requests a caller may make at once before the rate applies")
+    cors_origins: tuple[str, ...] = Field((), description="origins other pages may call the API from (none)")
+    ssl_certfile: Path | None = Field(None, description="TLS certificate (PEM) to serve HTTPS")
+    ssl_keyfile: Path | None = Field(None, description="TLS private key (PEM)")
+
+    @model_validator(mode="after")
+    def _tls_pair(self) -> Settings:
+        if (self.ssl_certfile is None) != (self.ssl_keyfile is None):
+            raise ValueError("give both ssl_certfile and ssl_keyfile, or neither")
+        return self
+
+    @property
+    def audit_path(self) -> Path:
+        """The audit log this server appends to."""
+        return self.audit_log if self.audit_log is not None else default_audit_path(self.gallery)
