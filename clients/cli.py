@@ -2,6 +2,7 @@
 
     reid-search query.jpg --url http://127.0.0.1:8000 --k 5 --exclude-cameras 2
     reid-search add a.jpg b.jpg --pid 7 --camera 3          (key: --api-key or REID_API_KEY)
+    reid-search query.jpg --url https://reid.example:8443 --cacert ca.pem   (HTTPS, own CA)
     reid-search remove 42          reid-search remove --pid 7
     reid-search stats              reid-search health
 
@@ -57,6 +58,11 @@ def _common(p: argparse.ArgumentParser) -> None:
                    help="service address (default: $REID_URL or http://127.0.0.1:8000)")
     p.add_argument("--timeout", type=_seconds, default=30.0, help="seconds per request (default 30)")
     p.add_argument("--json", action="store_true", help="print the server's answer as JSON")
+    p.add_argument("--api-key", default=os.environ.get("REID_API_KEY"),
+                   help="key sent as X-API-Key: a read key for searches when the server protects reads, "
+                        "a write key for add and remove (default: $REID_API_KEY)")
+    p.add_argument("--cacert", type=Path, default=None,
+                   help="CA certificate (PEM) to trust for an https:// server with its own certificate")
 
 
 def _search_parser() -> argparse.ArgumentParser:
@@ -95,9 +101,6 @@ def _command_parser(command: str) -> argparse.ArgumentParser:
         p.description = "Gallery size, identities, cameras, model fingerprint."
     else:
         p.description = "Is the service alive and ready?"
-    if command in ("add", "remove"):
-        p.add_argument("--api-key", default=os.environ.get("REID_API_KEY"),
-                       help="the service's write key (default: $REID_API_KEY)")
     _common(p)
     return p
 
@@ -142,8 +145,8 @@ def _run(argv: list[str]) -> int:
     command = argv[0] if argv and argv[0] in COMMANDS else None
     args = (_command_parser(command).parse_args(argv[1:]) if command
             else _search_parser().parse_args(argv))
-    key = getattr(args, "api_key", None)
-    with ReIDClient(args.url, api_key=key, timeout=args.timeout) as client:
+    verify: str | bool = str(args.cacert) if args.cacert is not None else True
+    with ReIDClient(args.url, api_key=args.api_key, timeout=args.timeout, verify=verify) as client:
         if command is None:
             result = client.search(args.image, k=args.items, k_identities=args.k,
                                    items_per_identity=args.per_identity, cameras=_camera_list(args.cameras),

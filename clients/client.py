@@ -9,6 +9,7 @@ are the numbers in the crops' file names (``c1`` is camera 1).
 from __future__ import annotations
 
 import os
+import ssl
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -130,14 +131,21 @@ class Health:
 class ReIDClient:
     """Client of one ``reid-serve`` instance. Use as a context manager or call :meth:`close`.
 
-    ``api_key`` is needed only for :meth:`add`, :meth:`remove` and :meth:`remove_identity`.
+    ``api_key`` is sent with every call (header ``X-API-Key``): a write key for :meth:`add`,
+    :meth:`remove` and :meth:`remove_identity`; for the reads too when the server protects them
+    (a read key suffices there). ``verify``: True checks an ``https://`` server against the
+    system's CAs; a path to a PEM file trusts that CA instead (a self-signed server
+    certificate, say); an ``ssl.SSLContext`` is used as it is.
     """
 
     def __init__(self, base_url: str = "http://127.0.0.1:8000", api_key: str | None = None,
-                 timeout: float = 30.0, transport: httpx.BaseTransport | None = None) -> None:
+                 timeout: float = 30.0, transport: httpx.BaseTransport | None = None,
+                 verify: str | bool | ssl.SSLContext = True) -> None:
         headers = {API_KEY_HEADER: api_key} if api_key else {}
+        if isinstance(verify, str):
+            verify = ssl.create_default_context(cafile=verify)
         self._http = httpx.Client(base_url=base_url.rstrip("/"), headers=headers, timeout=timeout,
-                                  transport=transport)
+                                  transport=transport, verify=verify)
 
     def close(self) -> None:
         self._http.close()

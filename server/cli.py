@@ -51,6 +51,25 @@ def build_parser() -> argparse.ArgumentParser:
                    help="folder whose images GET /gallery/{id}/image may serve for bulk-indexed items "
                         "(repeatable)")
     p.add_argument("--log-level", choices=["critical", "error", "warning", "info", "debug"])
+    g = p.add_argument_group("access, audit and retention (docs/security.md)")
+    g.add_argument("--read-key", help="key for searches, stats and images; prefer REID_READ_KEY. With "
+                                      "neither this nor --keys-file, reads are open")
+    g.add_argument("--keys-file", type=Path, help="named read/write keys stored as hashes, made with "
+                                                  "reid-keys; re-read on SIGHUP (REID_KEYS_FILE)")
+    g.add_argument("--audit-log", type=Path, help="audit log (default GALLERY/audit/audit.jsonl; REID_AUDIT_LOG)")
+    g.add_argument("--audit-max-bytes", type=int, help="size at which the audit log rotates (default 64 MiB)")
+    g.add_argument("--audit-fsync", choices=["always", "interval", "never"],
+                   help="when audit lines are forced to disk (default interval: within a second)")
+    g.add_argument("--retain-days", type=float, help="prune items older than this many days while serving")
+    g.add_argument("--retain-check-minutes", type=float, help="how often to prune (default 60)")
+    g.add_argument("--rate-limit", type=float, help="searches and image views per second per key, or per "
+                                                    "client address when reads are open (default: no limit)")
+    g.add_argument("--rate-burst", type=int, help="requests allowed at once before the rate applies (default 20)")
+    g.add_argument("--cors-origin", dest="cors_origins", action="append",
+                   help="an origin whose pages may call this API, e.g. https://ops.example.org (repeatable; "
+                        "default none)")
+    g.add_argument("--ssl-certfile", type=Path, help="TLS certificate (PEM): serve HTTPS")
+    g.add_argument("--ssl-keyfile", type=Path, help="TLS private key (PEM)")
     return p
 
 
@@ -65,6 +84,16 @@ def settings_from_args(args: argparse.Namespace) -> Settings:
         problems = "; ".join(
             f"{'.'.join(str(p) for p in e['loc']) or 'settings'}: {e['msg']}" for e in exc.errors())
         raise ReIDError(f"bad settings ({problems}); flags and REID_* variables are listed in --help") from None
+
+
+def check_security_files(settings: Settings) -> None:
+    """Refuse in one line, before the model loads, a keys file or TLS files that cannot be used."""
+    from server.security import keyring_for
+
+    keyring_for(settings)
+    for tls_file in (settings.ssl_certfile, settings.ssl_keyfile):
+        if tls_file is not None and not tls_file.is_file():
+            raise ReIDError(f"{tls_file}: no such TLS certificate or key file")
 
 
 def check_bindable(host: str, port: int) -> None:
@@ -93,14 +122,17 @@ def main(argv: list[str] | None = None) -> int:
         settings = settings_from_args(args)
         logging.basicConfig(level=settings.log_level.upper(), format="%(levelname)s %(name)s: %(message)s")
         check_bindable(settings.host, settings.port)
+        check_security_files(settings)
         # Opened here, once, before listening: a missing model, a gallery of another model or a
         # folder where none can be made is one line, not a traceback in uvicorn's startup.
         service = SearchService.open(settings, Metrics())
-        print(f"reid-serve: http://{settings.host}:{settings.port}/ (model {settings.model}, "
+        scheme = "https" if settings.ssl_certfile is not None else "http"
+        print(f"reid-serve: {scheme}://{settings.host}:{settings.port}/ (model {settings.model}, "
               f"gallery {settings.gallery}, pid {os.getpid()})", flush=True)
         # One process: the gallery is locked by the process that opens it.
         uvicorn.run(create_app(settings, service), host=settings.host, port=settings.port,
-                    log_level=settings.log_level, workers=1, timeout_graceful_shutdown=10)
+                    log_level=settings.log_level, workers=1, timeout_graceful_shutdown=10,
+                    ssl_certfile=settings.ssl_certfile, ssl_keyfile=settings.ssl_keyfile)
         return 0
 
     return run_cli("reid-serve", body)

@@ -9,7 +9,40 @@ const hint = document.getElementById("drop-hint");
 const button = document.getElementById("search-button");
 const statusLine = document.getElementById("status");
 const results = document.getElementById("results");
+const keyForm = document.getElementById("key-form");
+const keyInput = document.getElementById("key-input");
+const keyStatus = document.getElementById("key-status");
+const KEY_SLOT = "reid-api-key";  // sessionStorage: this tab only, gone when it closes
 let chosen = null;
+
+function apiKey() {
+  return sessionStorage.getItem(KEY_SLOT);
+}
+
+function keyHeaders() {
+  const key = apiKey();
+  return key ? { "X-API-Key": key } : {};
+}
+
+function showKeyState(askForKey) {
+  keyForm.hidden = !askForKey;
+  keyStatus.hidden = askForKey || !apiKey();
+  if (askForKey) keyInput.focus();
+}
+
+// An <img src> cannot send the key: with a key, crops are fetched with it and shown from memory.
+async function showImage(img, url) {
+  if (!apiKey()) {
+    img.src = url;
+    return;
+  }
+  try {
+    const response = await fetch(url, { headers: keyHeaders() });
+    if (response.ok) img.src = URL.createObjectURL(await response.blob());
+  } catch (err) {
+    img.alt = `could not load: ${err}`;
+  }
+}
 
 function choose(file) {
   if (!file) return;
@@ -40,6 +73,12 @@ function element(tag, props, children) {
   return node;
 }
 
+function thumbnail(item) {
+  const img = element("img", { alt: `gallery item ${item.id}`, loading: "lazy" });
+  showImage(img, item.image_url);
+  return img;
+}
+
 function render(answer) {
   results.replaceChildren();
   if (answer.identities.length === 0) {
@@ -48,7 +87,7 @@ function render(answer) {
   }
   answer.identities.forEach((identity, rank) => {
     const crops = identity.items.map((item) => element("figure", {}, [
-      element("img", { src: item.image_url, alt: `gallery item ${item.id}`, loading: "lazy" }),
+      thumbnail(item),
       element("figcaption", {
         textContent: `d ${item.distance.toFixed(3)} · ${item.camera === null ? "camera ?" : `c${item.camera}`}` +
           (item.timestamp !== null ? ` · t ${item.timestamp}` : ""),
@@ -80,10 +119,17 @@ async function search() {
   try {
     let response, answer;
     try {
-      response = await fetch(`/search?${params}`, { method: "POST", body });
+      response = await fetch(`/search?${params}`, { method: "POST", body, headers: keyHeaders() });
       answer = await response.json();
     } catch (err) {
       say(`Could not reach the server: ${err}`, true);
+      return;
+    }
+    if (response.status === 401) {
+      results.replaceChildren();
+      sessionStorage.removeItem(KEY_SLOT);
+      showKeyState(true);
+      say(keyInput.value ? "That key was refused." : "Enter an API key to search.", true);
       return;
     }
     if (!response.ok) {
@@ -97,6 +143,19 @@ async function search() {
     button.disabled = false;
   }
 }
+
+keyForm.addEventListener("submit", (event) => {
+  event.preventDefault();
+  sessionStorage.setItem(KEY_SLOT, keyInput.value);
+  showKeyState(false);
+  search();
+});
+document.getElementById("forget-key").addEventListener("click", () => {
+  sessionStorage.removeItem(KEY_SLOT);
+  keyInput.value = "";
+  showKeyState(false);
+});
+showKeyState(false);
 
 fileInput.addEventListener("change", () => choose(fileInput.files[0]));
 form.addEventListener("submit", (event) => { event.preventDefault(); search(); });
