@@ -86,3 +86,39 @@ def test_upload_shows_ranked_identities(make_settings: Callable[..., Settings], 
         browser.find_element(By.ID, "file-input").send_keys(str(bad))
         wait.until(lambda d: "Error 400" in d.find_element(By.ID, "status").text)
         assert browser.find_elements(By.CSS_SELECTOR, "article.identity") == []
+
+
+@pytest.mark.slow
+def test_protected_reads_ask_for_a_key_kept_for_the_tab(make_settings: Callable[..., Settings], browser,
+                                                        tmp_path: Path) -> None:
+    read_key = "page-read-key-0123456789"
+    settings = make_settings(read_key=read_key)
+    with TestClient(create_app(settings)) as client:
+        fill_gallery(client)
+    query = tmp_path / "query.png"
+    query.write_bytes(crop_bytes(3, variant=78))
+    with serve(create_app(settings)) as url:
+        browser.get(url + "/")
+        wait = WebDriverWait(browser, 20)
+        assert not browser.find_element(By.ID, "key-form").is_displayed()
+        browser.find_element(By.ID, "file-input").send_keys(str(query))
+        wait.until(lambda d: d.find_element(By.ID, "key-form").is_displayed())
+        assert "API key" in browser.find_element(By.ID, "status").text
+        browser.find_element(By.ID, "key-input").send_keys("not-the-key")
+        browser.find_element(By.ID, "key-button").click()
+        wait.until(lambda d: "refused" in d.find_element(By.ID, "status").text)
+        assert browser.find_elements(By.CSS_SELECTOR, "article.identity") == []
+        browser.find_element(By.ID, "key-input").clear()
+        browser.find_element(By.ID, "key-input").send_keys(read_key)
+        browser.find_element(By.ID, "key-button").click()
+        wait.until(EC.presence_of_element_located((By.CSS_SELECTOR, "article.identity")))
+        assert browser.find_elements(By.CSS_SELECTOR, "article.identity")[0].get_attribute("data-pid") == "3"
+        # Thumbnails were fetched with the key (an <img src> alone would get 401) and shown.
+        wait.until(lambda d: d.execute_script(
+            "return [...document.querySelectorAll('article.identity img')]"
+            ".every(img => img.complete && img.naturalWidth > 0 && img.src.startsWith('blob:'))"))
+        assert browser.execute_script("return sessionStorage.getItem('reid-api-key')") == read_key
+        assert browser.execute_script("return localStorage.length") == 0
+        assert not [e for e in browser.get_log("browser") if "Content Security Policy" in e["message"]]
+        browser.find_element(By.ID, "forget-key").click()
+        assert browser.execute_script("return sessionStorage.getItem('reid-api-key')") is None
