@@ -107,7 +107,7 @@ def create_app(settings: Settings, service: SearchService | None = None) -> Fast
                            allow_methods=["GET", "POST", "DELETE"], allow_headers=[API_KEY_HEADER],
                            max_age=600)
     app.add_middleware(BodySizeLimit, max_bytes=settings.max_upload_bytes)
-    app.add_middleware(SecurityHeaders, https=settings.ssl_certfile is not None)
     app.add_middleware(AuditMiddleware, state=app.state)
+    app.add_middleware(SecurityHeaders, https=settings.ssl_certfile is not None)
     app.add_middleware(MetricsMiddleware, metrics=metrics)
     return app

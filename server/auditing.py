@@ -23,6 +23,7 @@ counted (``reid_audit_write_failures_total``).
 
 from __future__ import annotations
 
+import asyncio
 import json
 import logging
 import re
@@ -114,9 +115,12 @@ class AuditMiddleware:
                 record["error"] = str(answer["error"])[:_MAX_TEXT]
             return record
 
-        def write(record: dict[str, object]) -> bool:
+        async def write(record: dict[str, object]) -> bool:
             try:
-                audit.write(record)
+                if audit.fsync == "always":  # a disk flush: not on the event loop
+                    await asyncio.to_thread(audit.write, record)
+                else:  # one write(2) into the page cache: cheaper than a thread hop
+                    audit.write(record)
             except OSError as exc:
                 self.state.metrics.audit_failures.inc()
                 log.error("audit log %s: cannot write (%s); %s", audit.path, exc,
@@ -136,7 +140,7 @@ class AuditMiddleware:
                     answer = None
                     if start["status"] >= 400:
                         return  # a small JSON error: wait for it
-                    if not write(entry(start["status"], answer)) and audited.reads:
+                    if not await write(entry(start["status"], answer)) and audited.reads:
                         replaced = True
                         await _refuse(send)
                         return
@@ -155,7 +159,7 @@ class AuditMiddleware:
                     return
             assert start is not None
             status = int(start["status"])
-            ok = write(entry(status, _json(bytes(body), start)))
+            ok = await write(entry(status, _json(bytes(body), start)))
             if not ok and audited.reads and status < 400:
                 replaced = True
                 await _refuse(send)
@@ -171,7 +175,7 @@ class AuditMiddleware:
             await self.app(scope, receive, send_recorded)
         except BaseException:
             if start is None or (start and not done):  # died before its answer was recorded
-                write(entry(500, None))
+                await write(entry(500, None))
             raise
 
 

@@ -11,7 +11,6 @@ serving.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 from collections.abc import Callable
 
@@ -29,6 +28,7 @@ class RetentionSchedule:
         self.every_s = every_s
         self._on_pruned = on_pruned
         self._task: asyncio.Task[None] | None = None
+        self._stopping = asyncio.Event()
         self.runs = 0
 
     async def start(self) -> None:
@@ -37,10 +37,11 @@ class RetentionSchedule:
         self._task = asyncio.create_task(self._loop(), name="reid-retention")
 
     async def stop(self) -> None:
+        """Stop ticking. A pruning in progress is waited for, not cancelled: its thread would
+        go on without us and meet a gallery closed under it."""
+        self._stopping.set()
         if self._task is not None:
-            self._task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._task
+            await self._task
             self._task = None
 
     async def run_once(self) -> PruneResult | None:
@@ -56,5 +57,8 @@ class RetentionSchedule:
 
     async def _loop(self) -> None:
         while True:
-            await asyncio.sleep(self.every_s)
-            await self.run_once()
+            try:
+                await asyncio.wait_for(self._stopping.wait(), self.every_s)
+                return
+            except TimeoutError:
+                await self.run_once()

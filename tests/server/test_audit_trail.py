@@ -215,7 +215,7 @@ def test_jq_answers_who_searched_for_a_person(make_settings: Callable[..., Setti
     keys = tmp_path / "keys.txt"
     alice = {"X-API-Key": make_key(capsys, keys, "alice", "read")}
     carol = {"X-API-Key": make_key(capsys, keys, "carol", "read")}
-    settings = make_settings(keys_file=keys)
+    settings = make_settings(keys_file=keys, audit_fsync="always")  # lines written from a thread
     with TestClient(create_app(settings)) as c:
         fill_gallery(c)
         assert c.post("/search", files=upload(2), params={"k_identities": 1}, headers=alice).status_code == 200
