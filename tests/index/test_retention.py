@@ -43,7 +43,7 @@ def _generated_gallery(folder: Path, monkeypatch: pytest.MonkeyPatch,
             records = []
             for ts in timestamps:
                 digest, rel, _ = crops.put(_crop(n % 14))  # some crops shared by two items
-                records.append(ItemRecord(path=rel, pid=n % 5, camid=n % 3, timestamp=ts, content_hash=digest))
+                records.append(ItemRecord(path=rel, pid=n % 5, camera=1 + n % 3, timestamp=ts, content_hash=digest))
                 n += 1
             xb = rng.standard_normal((len(records), 8)).astype(np.float32)
             ids = gallery.add(xb, records)

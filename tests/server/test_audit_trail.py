@@ -93,7 +93,7 @@ def test_every_call_is_one_line_with_who_what_and_result(make_settings: Callable
 
 def add_identity_with(client: TestClient, headers: dict[str, str], pid: int) -> list[int]:
     files = [("files", (f"p{pid}.png", crop_bytes(pid, variant=30 + i), "image/png")) for i in range(2)]
-    response = client.post("/gallery", files=files, data={"pid": str(pid), "camid": "1"}, headers=headers)
+    response = client.post("/gallery", files=files, data={"pid": str(pid), "camera": "1"}, headers=headers)
     assert response.status_code == 201, response.text
     return [i["id"] for i in response.json()["items"]]
 
