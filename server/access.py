@@ -19,7 +19,7 @@ from __future__ import annotations
 import asyncio
 from typing import Annotated
 
-from fastapi import Depends, Request, Security
+from fastapi import Depends, FastAPI, Request, Security
 from fastapi.security import APIKeyHeader
 
 from server.auth import KeyRing, Principal, Scope
@@ -94,6 +94,28 @@ async def limit_rate(request: Request, principal: Annotated[Principal | None, De
 
 def _address(request: Request) -> str:
     return request.client.host if request.client is not None else "unknown"
+
+
+#: The operations :func:`require_read` guards, as (path, method) in the OpenAPI schema.
+READ_OPERATIONS = (("/search", "post"), ("/gallery/stats", "get"), ("/gallery/{item_id}/image", "get"))
+
+
+def document_read_access(app: FastAPI, keyring: KeyRing) -> None:
+    """Make the OpenAPI schema tell the truth about reads: FastAPI lists the key header as
+    required wherever a route depends on it; with reads open it is optional there, which the
+    schema states with an empty security requirement beside it."""
+    build = app.openapi
+
+    def openapi() -> dict[str, object]:
+        schema = build()  # FastAPI caches it: this edits the cached schema, once
+        if keyring.reads_open:
+            for path, method in READ_OPERATIONS:
+                operation = schema.get("paths", {}).get(path, {}).get(method)
+                if operation is not None and {} not in operation.get("security", []):
+                    operation["security"] = [*operation.get("security", []), {}]
+        return schema
+
+    app.openapi = openapi  # type: ignore[method-assign]
 
 
 ReadAccess = Depends(require_read)

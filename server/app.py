@@ -19,7 +19,7 @@ from fastapi.middleware.cors import CORSMiddleware
 from fastapi.staticfiles import StaticFiles
 from starlette.responses import FileResponse
 
-from server.access import API_KEY_HEADER
+from server.access import API_KEY_HEADER, document_read_access
 from server.auditing import AuditMiddleware
 from server.errors import install_error_handlers
 from server.security import (

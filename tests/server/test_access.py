@@ -223,3 +223,17 @@ def test_search_results_match_with_any_valid_key(make_settings: Callable[..., Se
         a = c.post("/search", files=upload(), headers=READ).json()
         b = c.post("/search", files=upload(), headers=WRITE).json()
         assert result_ids(a) == result_ids(b) and result_ids(a)
+
+
+def test_the_schema_says_whether_reads_need_a_key(make_settings: Callable[..., Settings]) -> None:
+    def security(settings: Settings) -> dict[str, list]:
+        paths = create_app(settings).openapi()["paths"]
+        return {f"{m} {p}": paths[p][m].get("security", []) for p, m in
+                (("/search", "post"), ("/gallery/stats", "get"), ("/gallery/{item_id}/image", "get"),
+                 ("/gallery", "post"))}
+
+    header = {"APIKeyHeader": []}
+    opened, protected = security(make_settings()), security(make_settings(read_key=READ_KEY))
+    assert opened == {"post /search": [header, {}], "get /gallery/stats": [header, {}],
+                      "get /gallery/{item_id}/image": [header, {}], "post /gallery": [header]}
+    assert all(v == [header] for v in protected.values())
