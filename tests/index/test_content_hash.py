@@ -11,7 +11,7 @@ from PIL import Image
 
 from index.cli import main
 from index.gallery import Gallery, content_hash
-from server.crops import CropStore
+from index.crops import CropStore
 
 
 def test_indexer_and_crop_store_hash_content_alike(tmp_path, tiny_model) -> None:
