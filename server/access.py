@@ -50,7 +50,6 @@ async def _authorise(request: Request, key: str | None, scope: Scope) -> Princip
     ring = keyring_of(request)
     principal = await _identify(ring, key)
     request.state.principal = principal
-    request.state.key_given = bool(key)
     if scope == "read" and key is None and ring.reads_open:
         return None
     if scope == "write" and not ring.writes_possible:

@@ -99,7 +99,7 @@ class AuditMiddleware:
             record: dict[str, object] = {
                 "event": audited.event,
                 "key": principal.name if principal is not None else None,
-                "key_given": bool(request_state.get("key_given", False)),
+                "key_given": any(name == b"x-api-key" and value for name, value in scope.get("headers", ())),
                 "client": client[0] if client else None,
                 "method": scope["method"],
                 "endpoint": audited.endpoint,

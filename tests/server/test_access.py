@@ -106,13 +106,11 @@ def test_path_traversal_on_item_images_serves_nothing(make_settings: Callable[..
             _refused(c.get(f"/gallery/{item_id}/image", headers=READ), 404, "no_image")
         for raw in ("/gallery/..%2F..%2Fsecret.png/image", "/gallery/1%2F..%2F..%2Fgallery.db/image",
                     "/gallery/%2e%2e/image", "/gallery/..%5csecret.png/image", "/gallery/-1/image",
-                    "/gallery/1e3/image", "/gallery/%00/image"):
-            response = c.get(raw, headers=READ)
-            assert response.status_code in (404, 422), (raw, response.status_code)
-            assert response.headers["content-type"] == "application/json"
-            assert crop_bytes(2, variant=4) not in response.content and b"root:" not in response.content
-            _refused(c.get(raw), 401 if response.status_code == 422 else 404,
-                     "unauthorized" if response.status_code == 422 else "not_found")
+                    "/gallery/1e3/image", "/gallery/%00/image", "/gallery/1%2f..%2f..%2fsecret.png/image"):
+            for headers in (READ, {}):  # ids are digits only: no route, so 404 with or without a key
+                response = c.get(raw, headers=headers)
+                _refused(response, 404, "not_found")
+                assert crop_bytes(2, variant=4) not in response.content and b"root:" not in response.content
 
 
 def test_a_key_removed_from_the_keys_file_is_refused_after_sighup(model_path: Path, tmp_path: Path,
@@ -162,7 +160,7 @@ def test_rate_limit_answers_429_with_retry_after(make_settings: Callable[..., Se
         assert c.post("/search", files=upload(), headers=bob).status_code == 200  # a bucket per key
         assert c.get("/gallery/stats", headers=alice).status_code == 200  # stats are not limited
         metrics = c.get("/metrics").text
-        assert re.search(r'reid_rate_limited_total\{route="/gallery/\{item_id\}/image"\} 1\.0', metrics)
+        assert re.search(r'reid_rate_limited_total\{route="/gallery/\{item_id(:int)?\}/image"\} 1\.0', metrics)
 
 
 def test_rate_limit_is_per_address_when_reads_are_open(make_settings: Callable[..., Settings]) -> None:
