@@ -14,9 +14,9 @@ import argparse
 import os
 import sys
 from pathlib import Path
-from typing import NoReturn
 
 from server.auth import SCOPES, KeyEntry, new_entry, read_keys_file
+from training.core.cliargs import ArgumentParser
 from training.core.errors import ReIDError, run_cli
 from training.core.fileio import atomic_write_bytes
 
@@ -25,13 +25,8 @@ _HEADER = ("# reid-serve keys file: NAME SCOPE ID HASH, one key a line. Keys the
            "# stored here; make entries with `reid-keys add`, then `kill -HUP` the server.\n")
 
 
-class _Parser(argparse.ArgumentParser):
-    def error(self, message: str) -> NoReturn:
-        raise ReIDError(message)
-
-
 def build_parser() -> argparse.ArgumentParser:
-    parser = _Parser(prog=PROG, description="Manage the named API keys of reid-serve --keys-file.")
+    parser = ArgumentParser(prog=PROG, description="Manage the named API keys of reid-serve --keys-file.")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     p = sub.add_parser("add", help="make a key, store its hash, print the key once")
     p.add_argument("file", type=Path, metavar="FILE", help="keys file (created if missing)")
