@@ -108,8 +108,9 @@ class AuditMiddleware:
                 record["item_id"] = _coerce(path_params["item_id"][:_MAX_TEXT])
             record["query"] = _query(scope.get("query_string", b""))
             record.update(_outcome(audited, path_params, status, answer))
-            if "audit_ids" in request_state:  # a route that knows better (e.g. ids a delete removed)
+            if "audit_ids" in request_state and status < 400:  # what a delete removed, from the route
                 record["ids"] = list(request_state["audit_ids"])
+                record["count"] = len(record["ids"])
             record["status"] = status
             if status >= 400 and answer is not None and "error" in answer:
                 record["error"] = str(answer["error"])[:_MAX_TEXT]

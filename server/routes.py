@@ -117,8 +117,9 @@ ItemId = Annotated[int, Path(ge=0, le=MAX_INT, description="gallery item id")]
 @router.delete("/gallery/{item_id:int}", response_model=RemoveResponse, tags=["gallery"],
                dependencies=[WriteAccess], responses=error_responses(401, 403, 404, 422, 503, 507),
                summary="Remove one item (needs the API key)")
-async def remove_item(service: ServiceDep, item_id: ItemId) -> RemoveResponse:
+async def remove_item(request: Request, service: ServiceDep, item_id: ItemId) -> RemoveResponse:
     removed = await service.remove_item(item_id)
+    request.state.audit_ids = removed.ids  # the audit log names what went
     if not removed.removed:
         raise ApiError(404, "not_found", f"no gallery item with id {item_id}")
     return remove_response(removed)
@@ -128,10 +129,12 @@ async def remove_item(service: ServiceDep, item_id: ItemId) -> RemoveResponse:
                dependencies=[WriteAccess], responses=error_responses(401, 403, 404, 422, 503, 507),
                summary="Remove every item of one identity (needs the API key)")
 async def remove_identity(
+    request: Request,
     service: ServiceDep,
     pid: Annotated[int, Query(ge=-1, le=MAX_INT, description="identity whose items to remove")],
 ) -> RemoveResponse:
     removed = await service.remove_identity(pid)
+    request.state.audit_ids = removed.ids
     if not removed.removed:
         raise ApiError(404, "not_found", f"no gallery items with pid {pid}")
     return remove_response(removed)

@@ -93,10 +93,12 @@ class AddOutcome:
 
 @dataclass(frozen=True)
 class RemoveOutcome:
-    """How many items a removal took out (0: none matched) and the gallery's size after it."""
+    """How many items a removal took out (0: none matched), the gallery's size after it, and
+    the ids it removed (for the audit log)."""
 
     removed: int
     gallery_size: int
+    ids: tuple[int, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -266,24 +268,31 @@ class SearchService:
         return self.gallery.items(ids.tolist())
 
     async def remove_item(self, item_id: int) -> RemoveOutcome:
-        removed = await self._in_pool(self._remove_blocking, lambda: self.gallery.remove([item_id]))
-        return RemoveOutcome(removed, len(self.gallery))
+        ids = await self._in_pool(self._remove_blocking, lambda: [i.id for i in self.gallery.items([item_id])])
+        return RemoveOutcome(len(ids), len(self.gallery), tuple(ids))
 
     async def remove_identity(self, pid: int) -> RemoveOutcome:
-        removed = await self._in_pool(self._remove_blocking, lambda: self.gallery.remove_identity(pid))
-        return RemoveOutcome(removed, len(self.gallery))
+        ids = await self._in_pool(self._remove_blocking, lambda: self._ids_of_identity(pid))
+        return RemoveOutcome(len(ids), len(self.gallery), tuple(ids))
+
+    def _ids_of_identity(self, pid: int) -> list[int]:
+        labels = self.gallery.labels()
+        return labels.ids[labels.has_pid & (labels.pids == pid)].tolist()
 
     def run_exclusive(self, change: Callable[[], T]) -> T:
         """Run a blocking gallery change (retention pruning) in turn with adds and removes."""
         with self._write_lock:
             return change()
 
-    def _remove_blocking(self, remove: Callable[[], int]) -> int:
+    def _remove_blocking(self, find: Callable[[], list[int]]) -> list[int]:
+        """Remove the items ``find()`` names, found under the write lock (so they are exactly
+        the ones removed: writers take turns), and the crops only they used."""
         with self._write_lock:
-            removed = remove()
-            if removed:
+            ids = find()
+            if ids:
+                self.gallery.remove(ids)
                 self.crops.sweep(self.gallery.contains_hash)
-        return removed
+        return ids
 
     # -- reads -----------------------------------------------------------------------------
 
