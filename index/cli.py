@@ -35,6 +35,7 @@ from index.sources import TIMESTAMP_SOURCES, SourceImage, discover, iter_sources
 from training.core.datasets import load_dataset, parse_reid_name
 from training.core.cliargs import ArgumentParser, add_device_argument, positive_int
 from training.core.errors import ReIDError, run_cli
+from training.core.rerank import add_rerank_arguments, describe_rerank, rerank_options, rerank_record
 
 PROG = "reid-index"
 
@@ -154,6 +155,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--gallery", type=Path, default=None, help="gallery folder to build or reuse (default: temporary)")
     _spec_args(p, None)
     p.add_argument("--json", action="store_true", help="print JSON")
+    add_rerank_arguments(p)
     return parser
 
 
@@ -285,6 +287,7 @@ def _search(args: argparse.Namespace) -> int:
 
 
 def _eval(args: argparse.Namespace) -> int:
+    rerank, aqe = rerank_options(args)
     data = load_dataset(args.data)
     embedder = _embedder(args)
     folder = args.gallery
@@ -301,7 +304,7 @@ def _eval(args: argparse.Namespace) -> int:
                              progress=not args.quiet)
             result = evaluate_gallery(gallery, qf, np.array([s.pid for s in data.query]),
                                       np.array([parse_reid_name(s.path).camera for s in data.query]),
-                                      progress=not args.quiet)
+                                      progress=not args.quiet, rerank=rerank, aqe=aqe)
             n_gallery, index_type = len(gallery), gallery.spec.index_type
     finally:
         if scratch is not None:
@@ -311,9 +314,11 @@ def _eval(args: argparse.Namespace) -> int:
             "mAP": result.mAP, "rank1": float(result.cmc[0]), "rank5": float(result.cmc[4]),
             "rank10": float(result.cmc[9]), "mINP": result.mINP, "num_queries": result.num_queries,
             "num_valid_queries": result.num_valid_queries, "num_gallery": n_gallery, "index_type": index_type,
+            **rerank_record(rerank, aqe),
         }))
     else:
-        print(f"{data.root}: {result.num_queries} queries, {n_gallery} gallery items, {index_type} index")
+        print(f"{data.root}: {result.num_queries} queries, {n_gallery} gallery items, {index_type} index"
+              f"{describe_rerank(rerank, aqe)}")
         print(result.summary())
     return 0
 

@@ -19,20 +19,24 @@ from tqdm import tqdm
 
 from index.gallery import Gallery
 from training.core.errors import ReIDError
+from index.records import GalleryLabels
 from training.core.evaluation import EvalResult, evaluate_blocks
+from training.core.rerank import ExpansionParams, RerankParams, evaluate_reranked
 
 # queries searched at once; k = the whole gallery, so one block's hits are block x n_gallery
 _QUERY_BLOCK = 64
 
 
 def evaluate_gallery(gallery: Gallery, qf: np.ndarray, q_pids: np.ndarray, q_cameras: np.ndarray, *,
-                     max_rank: int = 50, progress: bool = False, block_size: int = _QUERY_BLOCK) -> EvalResult:
+                     max_rank: int = 50, progress: bool = False, block_size: int = _QUERY_BLOCK,
+                     rerank: RerankParams | None = None, aqe: ExpansionParams | None = None) -> EvalResult:
     """mAP / CMC / mINP of queries ``qf`` (n_query, dim) float32 against every gallery item.
 
     Every gallery item needs a pid and a camera (pid 0 = distractor, -1 = junk, ignored as
     the protocol says); ``q_cameras`` are file-name camera numbers like the gallery's.
     ``block_size`` queries are searched at a time. Raises ReIDError for an empty or unlabelled
-    gallery.
+    gallery. With ``rerank`` or ``aqe`` the stored vectors are re-ranked exactly, whatever the
+    index type, by :func:`training.core.rerank.evaluate_reranked`, the function ``reid-eval`` uses.
     """
     labels = gallery.labels()
     if labels.ids.size == 0:
@@ -44,6 +48,8 @@ def evaluate_gallery(gallery: Gallery, qf: np.ndarray, q_pids: np.ndarray, q_cam
     if isinstance(block_size, bool) or not isinstance(block_size, int) or block_size < 1:
         raise ValueError(f"block_size must be a positive integer, got {block_size!r}")
     qf = np.ascontiguousarray(qf, dtype=np.float32)
+    if rerank is not None or aqe is not None:
+        return _evaluate_reranked(gallery, labels, qf, q_pids, q_cameras, rerank, aqe, max_rank, progress)
     with tqdm(total=qf.shape[0], desc="search", unit="query", disable=not progress) as bar:
         blocks = _distance_blocks(gallery, qf, labels.ids, block_size, bar)
         return evaluate_blocks(blocks, q_pids, labels.pids, q_cameras, labels.cameras, max_rank=max_rank)
@@ -62,3 +68,13 @@ def _distance_blocks(gallery: Gallery, qf: np.ndarray, ids: np.ndarray, block_si
         yield block
         del block  # scored: free it before the next search
         bar.update(min(block_size, qf.shape[0] - start))
+
+
+def _evaluate_reranked(gallery: Gallery, labels: GalleryLabels, qf: np.ndarray, q_pids: np.ndarray,
+                       q_cameras: np.ndarray, rerank: RerankParams | None, aqe: ExpansionParams | None,
+                       max_rank: int, progress: bool) -> EvalResult:
+    stored = gallery.vectors()
+    if not np.array_equal(stored.ids, labels.ids):
+        raise ReIDError(f"gallery {gallery.path} changed while it was being evaluated: run the evaluation again")
+    return evaluate_reranked(qf, stored.xb, q_pids, labels.pids, q_cameras, labels.cameras, rerank=rerank, aqe=aqe,
+                             max_rank=max_rank, progress=progress)

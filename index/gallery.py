@@ -55,7 +55,7 @@ from index.records import (
     Neighbours,
     SearchResult,
 )
-from index.store import DB_NAME, MetadataStore
+from index.store import DB_NAME, MetadataStore, VectorBatch
 from index.upgrade import upgrade_gallery
 from training.core.errors import ReIDError
 
@@ -486,6 +486,16 @@ class Gallery:
         with self._rw.read():
             self._check_open()
             return self._filters.labels()
+
+    def vectors(self) -> VectorBatch:
+        """Every stored vector with its id, ascending by id: ``ids`` (n,) int64, ``xb`` (n, dim)
+        float32, as added (exact for every index type), e.g. to re-rank against the whole gallery."""
+        with self._rw.read():
+            self._check_open()
+            batches = list(self._store.iter_vectors())
+        if not batches:
+            return VectorBatch(np.empty(0, dtype=np.int64), np.empty((0, self.dim), dtype=np.float32))
+        return VectorBatch(np.concatenate([b.ids for b in batches]), np.concatenate([b.xb for b in batches]))
 
     def search_identities(
         self,

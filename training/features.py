@@ -18,7 +18,8 @@ from torch.utils.data import DataLoader, Dataset
 from tqdm import tqdm
 
 from training.core.datasets import ReIDDataset
-from training.core.evaluation import EvalResult, evaluate_features
+from training.core.evaluation import EvalResult
+from training.core.rerank import ExpansionParams, RerankParams, evaluate_reranked
 from training.model import ReIDModel, embedding_dim, search_embedding
 from training.transforms import eval_transform, read_rgb
 
@@ -82,15 +83,20 @@ def evaluate_model(
     device: str | torch.device = "cpu",
     workers: int = 0,
     progress: bool = False,
+    rerank: RerankParams | None = None,
+    aqe: ExpansionParams | None = None,
 ) -> EvalResult:
-    """Market-1501 protocol metrics of ``model`` on ``dataset``'s query/gallery split."""
+    """Market-1501 protocol metrics of ``model`` on ``dataset``'s query/gallery split, optionally
+    after alpha query expansion and k-reciprocal re-ranking
+    (:func:`training.core.rerank.evaluate_reranked`)."""
     kwargs = dict(embedding=embedding, batch_size=batch_size, device=device, workers=workers, progress=progress)
     qf = extract_features(model, [s.path for s in dataset.query], **kwargs)
     gf = extract_features(model, [s.path for s in dataset.gallery], **kwargs)
-    return evaluate_features(
+    return evaluate_reranked(
         qf, gf,
         np.array([s.pid for s in dataset.query]), np.array([s.pid for s in dataset.gallery]),
         np.array([s.camid for s in dataset.query]), np.array([s.camid for s in dataset.gallery]),
+        rerank=rerank, aqe=aqe,
     )
 
 

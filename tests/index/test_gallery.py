@@ -43,6 +43,20 @@ def test_distances_are_true_euclidean(tmp_path):
     assert result.I[0].tolist() == [1, 2, 3]
 
 
+def test_vectors_are_the_stored_ones_by_id_after_removals(tmp_path, population):
+    gallery, ids = _filled(tmp_path, population)
+    with gallery:
+        gallery.remove(ids[::4])
+        stored = gallery.vectors()
+        keep = np.ones(len(ids), dtype=bool)
+        keep[::4] = False
+        np.testing.assert_array_equal(stored.ids, ids[keep])
+        np.testing.assert_array_equal(stored.xb, population.xb[keep])
+        assert stored.xb.dtype == np.float32
+    with Gallery.create(tmp_path / "empty", DIM, "m") as empty:
+        assert empty.vectors().xb.shape == (0, DIM)
+
+
 def test_flat_search_equals_brute_force_with_removals_and_filters(tmp_path, population):
     gallery, ids = _filled(tmp_path, population)
     xq = np.random.default_rng(5).standard_normal((7, DIM)).astype(np.float32)

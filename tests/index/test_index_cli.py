@@ -19,6 +19,7 @@ from index.sources import SourceImage
 from training.core.datasets import list_images, load_dataset, parse_reid_name
 from training.core.evaluation import evaluate_features
 from training.core.formats import IMAGE_FORMATS, IMAGE_SUFFIXES
+from training.core.rerank import ExpansionParams, RerankParams, evaluate_reranked
 
 
 def run(capsys: pytest.CaptureFixture[str], *argv: object) -> tuple[int, str, str]:
@@ -258,6 +259,8 @@ def bad_inputs(tmp: Path, model: Path, data: Path, gallery: Path) -> list[tuple]
         ("search", "--model", model, "--gallery", gallery, img, "--k", "-3"),
         ("eval", "--model", model, "--data", tmp / "missing"),
         ("eval", "--model", model, "--data", data / "query"),
+        ("eval", "--model", model, "--data", data, "--k2", "3"),
+        ("eval", "--model", model, "--data", data, "--rerank", "--lambda", "-1"),
     ]
 
 
@@ -305,6 +308,29 @@ def test_eval_equals_direct_features_and_evaluation(capsys, tmp_path, tiny_model
                        "--quiet")
     assert code == 0 and f"mAP {100 * expected.mAP:.1f}%" in out.splitlines()[1]
     assert len(stored_rows(tmp_path / "g")) == len(data.gallery)
+
+
+def test_eval_rerank_and_aqe_equal_reranking_the_direct_features(capsys, tmp_path, tiny_model, market_data) -> None:
+    data = load_dataset(market_data)
+    embedder = Embedder(tiny_model)
+    qf, gf = embedder.embed([s.path for s in data.query]), embedder.embed([s.path for s in data.gallery])
+    labels = (np.array([s.pid for s in data.query]), np.array([s.pid for s in data.gallery]),
+              np.array([s.camid for s in data.query]), np.array([s.camid for s in data.gallery]))
+    # an IVF index still re-ranks the exact stored vectors
+    for extra, rerank, aqe in [(("--rerank", "--k1", "6", "--k2", "2"), RerankParams(6, 2, 0.3), None),
+                               (("--aqe", "3", "--index-type", "ivf_flat", "--nlist", "2"), None, ExpansionParams(3)),
+                               (("--aqe", "2", "--aqe-alpha", "0", "--rerank"), RerankParams(), ExpansionParams(2, 0.0))]:
+        code, out, err = run(capsys, "eval", "--model", tiny_model, "--data", market_data, "--json", "--quiet", *extra)
+        assert code == 0, err
+        got = json.loads(out)
+        expected = evaluate_reranked(qf, gf, *labels, rerank=rerank, aqe=aqe)
+        assert got["mAP"] == pytest.approx(expected.mAP, abs=1e-12)
+        assert got["mINP"] == pytest.approx(expected.mINP, abs=1e-12)
+        assert [got["rank1"], got["rank5"]] == pytest.approx(expected.cmc[[0, 4]].tolist(), abs=1e-12)
+        assert got["rerank"] == (None if rerank is None else {"k1": rerank.k1, "k2": rerank.k2, "lambda": 0.3})
+        assert got["aqe"] == (None if aqe is None else {"k": aqe.k, "alpha": aqe.alpha})
+    code, out, _ = run(capsys, "eval", "--model", tiny_model, "--data", market_data, "--quiet", "--rerank")
+    assert code == 0 and "k-reciprocal k1=20 k2=6 lambda=0.3" in out.splitlines()[0]
 
 
 @pytest.mark.parametrize("decode", ["burst", "overlap"])

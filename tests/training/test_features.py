@@ -14,6 +14,7 @@ from training.checkpoint import Checkpoint, save_checkpoint
 from training.cli.evaluate import main
 from training.core.datasets import load_dataset
 from training.core.evaluation import evaluate_features
+from training.core.rerank import ExpansionParams, RerankParams, evaluate_reranked
 from training.features import extract_features
 from training.model import ModelConfig, ReIDModel
 
@@ -66,6 +67,43 @@ def test_reid_eval_prints_the_metrics_of_the_checkpoint(
     assert main(["--checkpoint", str(ckpt), "--data", str(two_domains / "market"), "--device", "cpu"]) == 0
     out = capsys.readouterr().out
     assert f"mAP {100 * expected.mAP:.1f}%" in out and "R5" in out and "R10" in out and "mINP" in out
+
+
+def test_reid_eval_rerank_and_aqe_score_the_reranked_distances(
+    two_domains: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    pytest.importorskip("faiss")
+    model = tiny_model(use_local=False)
+    ckpt = tmp_path / "model.pt"
+    save_checkpoint(ckpt, Checkpoint(model.config, model.state_dict()))
+    data = load_dataset(two_domains / "market")
+    qf = extract_features(model, [s.path for s in data.query])
+    gf = extract_features(model, [s.path for s in data.gallery])
+    labels = ([s.pid for s in data.query], [s.pid for s in data.gallery],
+              [s.camid for s in data.query], [s.camid for s in data.gallery])
+    base = ["--checkpoint", str(ckpt), "--data", str(two_domains / "market"), "--device", "cpu", "--json"]
+
+    expected = evaluate_reranked(qf, gf, *labels, rerank=RerankParams(k1=7, k2=3, lambda_value=0.2))
+    assert main([*base, "--rerank", "--k1", "7", "--k2", "3", "--lambda", "0.2"]) == 0
+    result = json.loads(capsys.readouterr().out)
+    assert result["mAP"] == pytest.approx(expected.mAP) and result["mINP"] == pytest.approx(expected.mINP)
+    assert result["rerank"] == {"k1": 7, "k2": 3, "lambda": 0.2} and result["aqe"] is None
+    plain = evaluate_features(qf, gf, *labels)
+    assert expected.mAP != pytest.approx(plain.mAP)  # the options reach the scoring
+
+    expected = evaluate_reranked(qf, gf, *labels, aqe=ExpansionParams(k=2, alpha=1.5))
+    assert main([*base, "--aqe", "2", "--aqe-alpha", "1.5"]) == 0
+    result = json.loads(capsys.readouterr().out)
+    assert result["mAP"] == pytest.approx(expected.mAP) and result["rank1"] == pytest.approx(expected.cmc[0])
+    assert result["aqe"] == {"k": 2, "alpha": 1.5} and result["rerank"] is None
+
+    for args, message in [(["--k1", "5"], "--k1 only apply with --rerank"),
+                          (["--rerank", "--lambda", "2"], "--lambda must be in [0, 1]"),
+                          (["--aqe-alpha", "2"], "--aqe-alpha only applies with --aqe K"),
+                          (["--aqe", "0"], "--aqe K must be >= 1")]:
+        assert main([*base, *args]) == 2
+        err = capsys.readouterr().err
+        assert err.count("\n") == 1 and message in err, err
 
 
 def test_reid_eval_bad_input_is_one_line(two_domains: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:

@@ -11,6 +11,7 @@ from training.distributed import resolve_device
 from training.core.cliargs import ArgumentParser, add_device_argument, positive_int
 from training.core.errors import ReIDError, run_cli
 from training.features import evaluate_model, metrics_record
+from training.core.rerank import add_rerank_arguments, describe_rerank, rerank_options, rerank_record
 from training.model import EMBEDDING_KINDS
 
 PROG = "reid-eval"
@@ -32,6 +33,7 @@ def build_parser() -> argparse.ArgumentParser:
     add_device_argument(parser, "auto", "the model")
     parser.add_argument("--workers", type=int, default=0, help="image decoding processes (default: %(default)s)")
     parser.add_argument("--json", action="store_true", help="print one JSON object instead of a table")
+    add_rerank_arguments(parser)
     return parser
 
 
@@ -40,23 +42,25 @@ def main(argv: list[str] | None = None) -> int:
         args = build_parser().parse_args(argv)
         if args.workers < 0:
             raise ReIDError(f"--workers must be >= 0, got {args.workers}")
+        rerank, aqe = rerank_options(args)
         checkpoint = load_checkpoint(args.checkpoint)
         dataset = load_dataset(args.data)
         device = resolve_device(args.device)
         model = checkpoint.build_model().to(device)
         result = evaluate_model(
             model, dataset, embedding=args.embedding, batch_size=args.batch_size, device=device,
-            workers=args.workers, progress=not args.json,
+            workers=args.workers, progress=not args.json, rerank=rerank, aqe=aqe,
         )
         metrics = {
             **metrics_record(result),
             "embedding": args.embedding, "checkpoint": str(args.checkpoint), "epoch": checkpoint.epoch,
-            "data": str(args.data),
+            "data": str(args.data), **rerank_record(rerank, aqe),
         }
         if args.json:
             print(json.dumps(metrics))
         else:
-            print(f"{args.checkpoint} (epoch {checkpoint.epoch}) on {args.data}, {args.embedding} embedding")
+            print(f"{args.checkpoint} (epoch {checkpoint.epoch}) on {args.data}, {args.embedding} embedding"
+                  f"{describe_rerank(rerank, aqe)}")
             print(result.summary())
         return 0
 

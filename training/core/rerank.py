@@ -39,11 +39,13 @@ numpy only; FAISS is imported inside :func:`k_reciprocal_knn`, so this module im
 
 from __future__ import annotations
 
+import argparse
 from collections.abc import Callable, Iterator
 from typing import NamedTuple
 
 import numpy as np
 
+from training.core.errors import ReIDError
 from training.core.evaluation import (
     EvalResult,
     _check_features,
@@ -57,10 +59,14 @@ __all__ = [
     "ExpansionParams",
     "KReciprocalDistances",
     "RerankParams",
+    "add_rerank_arguments",
     "alpha_query_expansion",
+    "describe_rerank",
     "evaluate_reranked",
     "k_reciprocal",
     "k_reciprocal_knn",
+    "rerank_options",
+    "rerank_record",
 ]
 
 # Above this many items (queries + gallery) evaluate_reranked uses k_reciprocal_knn: the dense
@@ -475,3 +481,70 @@ def evaluate_reranked(qf: np.ndarray, gf: np.ndarray, q_pids: np.ndarray, g_pids
     else:
         distmat = k_reciprocal_knn(qf, gf, *rerank)
     return evaluate(distmat, q_pids, g_pids, q_camids, g_camids, max_rank, progress=progress)
+
+
+# -- the command-line options of reid-eval and reid-index eval ---------------------------------
+
+
+def add_rerank_arguments(parser: argparse.ArgumentParser) -> None:
+    """``--rerank [--k1 --k2 --lambda]`` and ``--aqe K [--aqe-alpha A]``; read them back with
+    :func:`rerank_options`."""
+    group = parser.add_argument_group("re-ranking and query expansion (docs/evaluation.md)")
+    group.add_argument("--rerank", action="store_true",
+                       help="k-reciprocal re-ranking (Zhong et al., CVPR 2017) of the query/gallery distances")
+    group.add_argument("--k1", type=int, default=None, help="with --rerank: k-reciprocal neighbours (default: 20)")
+    group.add_argument("--k2", type=int, default=None, help="with --rerank: local query expansion (default: 6)")
+    group.add_argument("--lambda", dest="lambda_value", type=float, default=None,
+                       help="with --rerank: weight of the original distance, in [0, 1] (default: 0.3)")
+    group.add_argument("--aqe", type=int, default=None, metavar="K",
+                       help="alpha query expansion over each query's top K gallery items (cosine), before --rerank")
+    group.add_argument("--aqe-alpha", type=float, default=None, metavar="A",
+                       help="with --aqe: neighbour weight similarity^A (default: 3)")
+
+
+def rerank_options(args: argparse.Namespace) -> tuple[RerankParams | None, ExpansionParams | None]:
+    """The parsed :func:`add_rerank_arguments` options; ReIDError (one line) for a value out of
+    range or a parameter given without its switch."""
+    tuning = {"--k1": args.k1, "--k2": args.k2, "--lambda": args.lambda_value}
+    if not args.rerank and any(v is not None for v in tuning.values()):
+        raise ReIDError(f"{', '.join(k for k, v in tuning.items() if v is not None)} only apply with --rerank")
+    if args.aqe is None and args.aqe_alpha is not None:
+        raise ReIDError("--aqe-alpha only applies with --aqe K")
+    rerank = aqe = None
+    if args.rerank:
+        defaults = RerankParams()
+        values = [defaults.k1 if args.k1 is None else args.k1, defaults.k2 if args.k2 is None else args.k2,
+                  defaults.lambda_value if args.lambda_value is None else args.lambda_value]
+        if values[0] < 1 or values[1] < 1:
+            raise ReIDError(f"--k1 and --k2 must be >= 1, got {values[0]} and {values[1]}")
+        if not 0.0 <= values[2] <= 1.0:
+            raise ReIDError(f"--lambda must be in [0, 1], got {values[2]}")
+        rerank = RerankParams(*values)
+    if args.aqe is not None:
+        alpha = ExpansionParams(1).alpha if args.aqe_alpha is None else args.aqe_alpha
+        if args.aqe < 1:
+            raise ReIDError(f"--aqe K must be >= 1, got {args.aqe}")
+        if not (np.isfinite(alpha) and alpha >= 0):
+            raise ReIDError(f"--aqe-alpha must be a finite number >= 0, got {alpha}")
+        aqe = ExpansionParams(args.aqe, alpha)
+    return rerank, aqe
+
+
+def rerank_record(rerank: RerankParams | None, aqe: ExpansionParams | None) -> dict[str, object]:
+    """What was applied, for a JSON record: ``{"rerank": {"k1", "k2", "lambda"} or None,
+    "aqe": {"k", "alpha"} or None}``."""
+    return {
+        "rerank": None if rerank is None else {"k1": rerank.k1, "k2": rerank.k2, "lambda": rerank.lambda_value},
+        "aqe": None if aqe is None else {"k": aqe.k, "alpha": aqe.alpha},
+    }
+
+
+def describe_rerank(rerank: RerankParams | None, aqe: ExpansionParams | None) -> str:
+    """``""``, or ``", alpha query expansion k=2 alpha=3, k-reciprocal k1=20 k2=6 lambda=0.3"``
+    (what was applied, in order, to follow a line of output)."""
+    parts = []
+    if aqe is not None:
+        parts.append(f"alpha query expansion k={aqe.k} alpha={aqe.alpha:g}")
+    if rerank is not None:
+        parts.append(f"k-reciprocal k1={rerank.k1} k2={rerank.k2} lambda={rerank.lambda_value:g}")
+    return "".join(f", {part}" for part in parts)
