@@ -2,7 +2,7 @@
 
 Every stage runs through the command a user would type (``main([...])``) or the client they
 would use, and each hand-over is checked: the deployed model + gallery score the same mAP as
-the checkpoint it came from, and a crop uploaded to the live server finds itself first.
+the checkpoint it came from (also re-ranked), and a crop uploaded to the live server finds itself first.
 """
 
 from __future__ import annotations
@@ -84,6 +84,18 @@ def test_train_export_index_serve_search(tmp_path: Path, capsys: pytest.CaptureF
     deployed = last_json(capsys.readouterr().out)
     assert deployed["mAP"] == pytest.approx(trained["mAP"], abs=1e-3)
     assert deployed["rank1"] == pytest.approx(trained["rank1"], abs=1e-3)
+
+    # ... and so do they after k-reciprocal re-ranking and after alpha query expansion.
+    for options in (["--rerank"], ["--aqe", "3"]):
+        assert eval_main(["--checkpoint", str(checkpoint), "--data", str(target), "--device", "cpu", "--json",
+                          *options]) == 0
+        trained_reranked = last_json(capsys.readouterr().out)
+        assert index_main(["eval", "--model", str(model), "--data", str(target), "--gallery", str(gallery),
+                           "--quiet", "--json", *options]) == 0
+        deployed_reranked = last_json(capsys.readouterr().out)
+        for metric in ("mAP", "rank1", "mINP"):
+            assert deployed_reranked[metric] == pytest.approx(trained_reranked[metric], abs=1e-3), (options, metric)
+        assert deployed_reranked["mAP"] != trained["mAP"]
 
     # Serve it and ask the live server where a gallery crop appears: it must find itself first.
     settings = Settings(model=model, gallery=gallery, api_key="e2e-key", onnx_threads=1, faiss_threads=1,
