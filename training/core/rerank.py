@@ -74,8 +74,8 @@ __all__ = [
 # (benchmarks/results/rerank.md has the times of both on either side of it).
 DENSE_MAX_ITEMS = 6000
 
-# elements of the largest temporary array a chunked step builds (about 64 MiB of int64)
-_CHUNK_CELLS = 1 << 23
+# elements of the largest temporary array a chunked step builds (16 MiB of float64)
+_CHUNK_CELLS = 1 << 21
 # extra FAISS candidates re-sorted by exact float64 distance, so float32 rounding in the search
 # cannot swap the last neighbour with the first one outside the list
 _KNN_MARGIN = 8
@@ -308,6 +308,8 @@ class KReciprocalDistances:
 
     def rows(self, start: int, stop: int) -> np.ndarray:
         """(stop - start, G) float64 re-ranked distances of queries ``start:stop``."""
+        if not 0 <= start <= stop <= self.shape[0]:
+            raise ValueError(f"rows {start}:{stop} outside the {self.shape[0]} queries")
         jaccard = _jaccard_rows(self._v, self._by_column, start, stop, self.shape[1])
         return (1.0 - self._lambda) * jaccard + self._lambda * self._original(start, stop)
 
