@@ -208,7 +208,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--images-per-id", type=int, default=8)
     parser.add_argument("--epochs", type=int, default=4)
     parser.add_argument("--steps", type=int, default=10, help="steps per epoch")
-    parser.add_argument("--sizes", type=int, nargs="*", default=[2000, 6000, 12000, 50000, 100000],
+    parser.add_argument("--sizes", type=int, nargs="*", default=[2000, 6000, 12000, 50000],
                         help="N = Q + G of the random size test")
     parser.add_argument("--dim", type=int, default=128, help="feature dimension of the size test")
     parser.add_argument("--dense-limit", type=int, default=12000, help="largest N the dense variant is run at")

@@ -7,7 +7,9 @@ first), which scores them before the next block is searched. Memory therefore st
 ``block_size x n_gallery`` distances however many queries there are, as in ``evaluate``.
 For the exact ``flat`` index the metrics equal scoring the features directly; for IVF
 indexes, items outside the probed lists are never returned and count as infinitely far, so
-the metrics show what the approximation costs.
+the metrics show what the approximation costs. Re-ranking and query expansion work on the
+gallery's stored vectors instead (exact for every index type), through the function
+``reid-eval`` uses.
 """
 
 from __future__ import annotations

@@ -11,6 +11,8 @@ progress bars), and nothing else of ours outside ``training.core``. The serving 
 * ``formats``: the accepted image formats, their file suffixes and media types (one table);
 * ``imageio``: the one image decoder used by training, evaluation and serving;
 * ``evaluation``: mAP / CMC / mINP under the Market-1501 protocol;
+* ``rerank``: k-reciprocal re-ranking (dense, and from FAISS neighbour lists) and alpha query
+  expansion;
 * ``cores``: how many CPU cores this process may use;
 * ``devices``: the ``auto|cpu|cuda`` device vocabulary and its one resolver;
 * ``cliargs``: what every ``reid-*`` parser shares (one-line errors, positive counts, ``--device``).
