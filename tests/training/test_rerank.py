@@ -206,3 +206,12 @@ def test_exported_where_evaluation_is() -> None:
     from training.evaluation import k_reciprocal as exported
 
     assert exported is k_reciprocal
+
+
+def test_knn_without_faiss_is_one_clear_error(monkeypatch) -> None:
+    from training.core.errors import ReIDError
+
+    monkeypatch.setitem(__import__("sys").modules, "faiss", None)  # import faiss now raises ImportError
+    rng = np.random.default_rng(0)
+    with pytest.raises(ReIDError, match="needs the faiss package"):
+        k_reciprocal_knn(rng.normal(size=(3, 4)), rng.normal(size=(5, 4)))

@@ -353,11 +353,20 @@ def _squared_pairs(x: np.ndarray, rows: np.ndarray, cols: np.ndarray) -> np.ndar
     return out
 
 
+def _faiss():  # noqa: ANN202 (the module)
+    """The faiss module, imported on first use so this module needs only numpy."""
+    try:
+        import faiss
+    except ImportError as exc:
+        raise ReIDError("k-reciprocal re-ranking from neighbour lists needs the faiss package "
+                        "(pip install faiss-cpu)") from exc
+    return faiss
+
+
 def _nearest(x: np.ndarray, width: int) -> np.ndarray:
     """(N, width) indices of each item's nearest items (self included), ascending by exact
     squared distance, exact ties by index: FAISS shortlists, float64 re-sorts."""
-    import faiss  # the serving stack's dependency; imported here so the core needs only numpy
-
+    faiss = _faiss()
     xb = np.ascontiguousarray(x, dtype=np.float32)
     index = faiss.IndexFlatL2(xb.shape[1])
     index.add(xb)
@@ -373,7 +382,7 @@ def _farthest(x: np.ndarray) -> np.ndarray:
     """(N,) float64 ``max_j |x_i - x_j|^2``: an inner-product search on ``[x, |x|^2]`` against
     ``[-2 x, 1]`` (its largest score + ``|x_i|^2`` is the largest squared distance), with the
     few best re-computed exactly."""
-    import faiss
+    faiss = _faiss()
 
     xb = np.ascontiguousarray(x, dtype=np.float32)
     sq = np.einsum("ij,ij->i", xb, xb)[:, None]
@@ -451,7 +460,7 @@ def alpha_query_expansion(qf: np.ndarray, gf: np.ndarray, k: int, alpha: float =
     qn, gn = _l2_normalised(qf), _l2_normalised(gf)
     k = min(int(k), len(gn))
     expanded = qn.copy()
-    for start, stop in _chunk_rows(len(qn), len(gn)):
+    for start, stop in _chunk_rows(len(qn), len(gn) + k * qn.shape[1]):
         sims = qn[start:stop] @ gn.T
         top = np.argpartition(-sims, k - 1, axis=1)[:, :k]
         weights = np.clip(np.take_along_axis(sims, top, axis=1), 0.0, None) ** alpha
