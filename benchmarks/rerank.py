@@ -47,6 +47,7 @@ from training.core.rerank import (
 )
 
 RESULTS = Path(__file__).resolve().parent / "results" / "rerank.md"
+PLOT = RESULTS.with_name("rerank_memory.png")
 GIB = 2**30
 MACHINE_BYTES = 24 * GIB
 AQE = ExpansionParams(k=3, alpha=3.0)
@@ -178,9 +179,19 @@ def quality_section(per_seed: dict[int, dict[str, Run]], sizes: dict[int, tuple[
     return lines
 
 
-def size_section(sizes: list[int], dim: int, dense_limit: int) -> list[str]:
+class SizePoint(NamedTuple):
+    """One row of the size test: N items, kNN seconds and peak bytes, dense bytes needed."""
+
+    num_items: int
+    knn_seconds: float
+    knn_peak: int
+    dense_need: int
+
+
+def size_section(sizes: list[int], dim: int, dense_limit: int) -> tuple[list[str], list[SizePoint]]:
     lines = ["| N = Q + G | Q | kNN time (s) | kNN peak numpy | kNN peak RSS growth | dense needs | dense time (s) "
              "| dense peak numpy | same metrics |", "|---:|---:|---:|---:|---:|---:|---:|---:|---|"]
+    points = []
     for n in sizes:
         qf, gf, labels = random_problem(n, dim, seed=n)
         qf, gf = qf.astype(np.float64), gf.astype(np.float64)  # as evaluate_reranked scores them
@@ -198,7 +209,54 @@ def size_section(sizes: list[int], dim: int, dense_limit: int) -> list[str]:
                      f"| {_mib(knn.rss_growth) if knn.rss_growth is not None else 'n/a'} "
                      f"| {need / GIB:,.2f} GiB ({fits}) | {dense_time} | {dense_peak} | {same} |")
         print(lines[-1], flush=True)
-    return lines
+        points.append(SizePoint(n, knn.seconds, max(knn.traced_peak, knn.rss_growth or 0), need))
+    return lines, points
+
+
+def read_size_points(results: Path) -> list[SizePoint]:
+    """The size-test rows of a results file written by this script (to re-draw its plot)."""
+    units = {"KiB": 2**10, "MiB": 2**20, "GiB": GIB}
+
+    def size(cell: str) -> int:
+        value, unit = cell.split()[:2]
+        return int(float(value.replace(",", "")) * units[unit])
+
+    points = []
+    for line in results.read_text().splitlines():
+        cells = [c.strip() for c in line.strip("|").split("|")]
+        if len(cells) == 9 and cells[0].replace(",", "").isdigit():
+            peaks = [size(cells[3])] + ([size(cells[4])] if cells[4] != "n/a" else [])
+            points.append(SizePoint(int(cells[0].replace(",", "")), float(cells[2]), max(peaks), size(cells[5])))
+    return points
+
+
+def plot_sizes(points: list[SizePoint], path: Path) -> bool:
+    """Memory against N: the kNN variant's measured peak, the dense one's computed need and
+    this machine's 24 GiB. False (nothing drawn) without matplotlib."""
+    try:
+        import matplotlib
+        import matplotlib.ticker
+
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+    except ImportError:
+        return False
+    n = np.array([p.num_items for p in points], dtype=float)
+    grid = np.geomspace(n.min(), n.max(), 50)
+    fig, ax = plt.subplots(figsize=(6, 4))
+    ax.loglog(n, [p.knn_peak / GIB for p in points], "o-", label="kNN k-reciprocal (measured peak)")
+    ax.loglog(grid, [dense_bytes(int(g) // 8, int(g) - int(g) // 8) / GIB for g in grid], "--",
+              label="dense k-reciprocal (computed)")
+    ax.axhline(MACHINE_BYTES / GIB, color="grey", linewidth=1, label="24 GiB (this machine)")
+    ax.xaxis.set_minor_formatter(matplotlib.ticker.NullFormatter())  # label decades only
+    ax.set_xlabel("N = queries + gallery (Q = N / 8)")
+    ax.set_ylabel("memory (GiB)")
+    ax.set_title("Re-ranking memory against problem size")
+    ax.legend(fontsize=8)
+    fig.tight_layout()
+    fig.savefig(path, dpi=100)
+    plt.close(fig)
+    return True
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -213,6 +271,8 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--dim", type=int, default=128, help="feature dimension of the size test")
     parser.add_argument("--dense-limit", type=int, default=12000, help="largest N the dense variant is run at")
     parser.add_argument("--no-write", action="store_true", help="print, do not write the results file")
+    parser.add_argument("--plot-only", action="store_true",
+                        help="only re-draw the memory plot from the size table of the results file")
     return parser
 
 
@@ -220,6 +280,10 @@ def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
 
     def body() -> int:
+        if args.plot_only:
+            drawn = plot_sizes(read_size_points(RESULTS), PLOT)
+            print(f"wrote {PLOT}" if drawn else "matplotlib is not installed: no plot")
+            return 0
         started = time.perf_counter()
         per_seed, shapes = {}, {}
         with tempfile.TemporaryDirectory(prefix="rerank-bench-") as work:
@@ -230,12 +294,14 @@ def main(argv: list[str] | None = None) -> int:
                 print(f"seed {seed}: " + "; ".join(f"{k} {100 * v.result.mAP:.1f}"
                                                    for k, v in per_seed[seed].items()), flush=True)
         quality = quality_section(per_seed, shapes) if per_seed else []
-        size = size_section(args.sizes, args.dim, args.dense_limit)
+        size, points = size_section(args.sizes, args.dim, args.dense_limit)
         report = render(args, quality, size, time.perf_counter() - started)
         print(report)
         if not args.no_write:
             atomic_write_bytes(RESULTS, report.encode())
             print(f"wrote {RESULTS}")
+            if plot_sizes(points, PLOT):
+                print(f"wrote {PLOT}")
         return 0
 
     return run_cli("rerank-benchmark", body)
@@ -272,9 +338,13 @@ def render(args: argparse.Namespace, quality: list[str], size: list[str], second
         f"to N = {args.dense_limit:,}. \"dense needs\" is **computed, not measured**: "
         "8 bytes x (Q·G + Q² + G²) for its float64 input matrices plus 8 bytes x (Q + G)² for the "
         "matrix it assembles; above 24 GiB (this machine's memory) it cannot run here, and it was not "
-        "run to find out. \"same metrics\": dense and kNN mAP agree to 1e-6 where both ran.",
+        "run to find out. \"same metrics\": dense and kNN mAP agree to 1e-6 where both ran. "
+        "The plot (`rerank_memory.png`) draws the kNN variant's measured peak (the larger of its two "
+        "peak columns) and the dense one's computed need against N.",
         "",
         *size,
+        "",
+        "![memory against problem size](rerank_memory.png)",
         "",
     ])
 
