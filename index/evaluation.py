@@ -20,8 +20,8 @@ import numpy as np
 from tqdm import tqdm
 
 from index.gallery import Gallery
-from training.core.errors import ReIDError
 from index.records import GalleryLabels
+from training.core.errors import ReIDError
 from training.core.evaluation import EvalResult, evaluate_blocks
 from training.core.rerank import ExpansionParams, RerankParams, evaluate_reranked
 
