@@ -403,8 +403,8 @@ def k_reciprocal_knn(qf: np.ndarray, gf: np.ndarray, k1: int = 20, k2: int = 6,
     Each item's ``max(k1 + 1, k2)`` nearest items come from an exact FAISS search
     (``IndexFlatL2``, float32) re-sorted by float64 distance, each item's largest distance from
     an exact inner-product search; the weights ``V`` are sparse. Memory: the features, the
-    neighbour lists (``N * max(k1 + 1, k2)``), ``V`` (about ``N * k2 * |R*|`` entries,
-    ``|R*|`` ~ k1) and one (``block_size``, G) block of output at a time (default: about 1M
+    neighbour lists (``N * max(k1 + 1, k2)``), ``V`` (``N * k2 * |R*|`` entries at most, far
+    fewer in practice as neighbours share members) and one (``block_size``, G) block of output at a time (default: about 1M
     distances, at most 256 rows). The numbers equal :func:`k_reciprocal` on ``euclidean_distmat`` of the same
     features (float64 features: to about 1e-12; float32: the original-distance term is
     computed in float32). Needs the ``faiss`` package.
