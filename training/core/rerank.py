@@ -23,7 +23,7 @@ With ``N = Q + G`` items (queries first, then gallery) and the authors' released
 :func:`k_reciprocal` takes the three Euclidean distance matrices and holds the ``N x N``
 matrix (float64, ``8 N^2`` bytes). :func:`k_reciprocal_knn` takes the features, needs only the
 ``max(k1 + 1, k2)`` nearest items of each item (exact FAISS search) and each item's largest
-distance, keeps ``V`` sparse (about ``N * k2 * |R*|`` weights) and computes the re-ranked rows a
+distance, keeps ``V`` sparse (at most ``N * k2 * |R*|`` weights) and computes the re-ranked rows a
 block of queries at a time, so nothing of size ``N^2`` exists. Both give the same numbers: every
 quantity above depends only on those neighbour lists, those maxima and pairwise distances.
 ``V`` is stored sparse in both (the Jaccard sums only run over shared non-zeros), in float64.
