@@ -262,10 +262,10 @@ def plot_sizes(points: list[SizePoint], path: Path) -> bool:
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--seeds", type=int, nargs="*", default=[0, 1, 2], help="one trained model each")
-    parser.add_argument("--ids", type=int, default=100, help="identities per generated domain")
+    parser.add_argument("--ids", type=int, default=60, help="identities per generated domain")
     parser.add_argument("--images-per-id", type=int, default=8)
-    parser.add_argument("--epochs", type=int, default=4)
-    parser.add_argument("--steps", type=int, default=10, help="steps per epoch")
+    parser.add_argument("--epochs", type=int, default=3)
+    parser.add_argument("--steps", type=int, default=8, help="steps per epoch")
     parser.add_argument("--sizes", type=int, nargs="*", default=[2000, 6000, 12000, 50000],
                         help="N = Q + G of the random size test")
     parser.add_argument("--dim", type=int, default=128, help="feature dimension of the size test")
