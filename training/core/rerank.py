@@ -69,10 +69,11 @@ __all__ = [
     "rerank_record",
 ]
 
-# Above this many items (queries + gallery) evaluate_reranked uses k_reciprocal_knn: the dense
-# N x N float64 matrix is then 8 * 6000^2 bytes = 275 MiB, and its row sorts start to dominate
-# (benchmarks/results/rerank.md has the times of both on either side of it).
-DENSE_MAX_ITEMS = 6000
+# Above this many items (queries + gallery) evaluate_reranked uses k_reciprocal_knn. Measured on
+# the shared 2-core machine (benchmarks/results/rerank.md): at 2,000 items both take about 2 s;
+# at 6,000 the dense one takes 2.7x as long and 10x the memory (0.5 GiB). Below it, the dense
+# reference needs no FAISS.
+DENSE_MAX_ITEMS = 2000
 
 # elements of the largest temporary array a chunked step builds (16 MiB of float64)
 _CHUNK_CELLS = 1 << 21
