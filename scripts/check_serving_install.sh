@@ -15,6 +15,9 @@ set -euo pipefail
 REPO=$(cd "$(dirname "$0")/.." && pwd)
 PY=${PYTHON:-python3}
 MODEL_PYTHON=${MODEL_PYTHON:-$REPO/.venv/bin/python}
+# Absolute, because the checks below run from a scratch folder (the venv's own path is kept:
+# resolving its symlink would leave the venv).
+MODEL_PYTHON="$(cd "$(dirname "$MODEL_PYTHON")" && pwd)/$(basename "$MODEL_PYTHON")"
 started=$(date +%s)
 
 WORK=$(mktemp -d "${TMPDIR:-/tmp}/reid-serving-check.XXXXXX")
