@@ -79,11 +79,11 @@ class FilterColumns:
             return None
         keep = self._alive.copy()
         if cameras is not None:
-            keep &= self._has_cam & np.isin(self._camera, _int_list(cameras, "cameras"))
+            keep &= self._has_cam & np.isin(self._camera, int_list(cameras, "cameras"))
         if exclude_cameras is not None:
-            keep &= ~(self._has_cam & np.isin(self._camera, _int_list(exclude_cameras, "exclude_cameras")))
+            keep &= ~(self._has_cam & np.isin(self._camera, int_list(exclude_cameras, "exclude_cameras")))
         if time_range is not None:
-            start, end = _time_range(time_range)
+            start, end = check_time_range(time_range)
             known = ~np.isnan(self._ts)
             keep &= known
             with np.errstate(invalid="ignore"):
@@ -124,7 +124,8 @@ class FilterColumns:
         return identities, unlabelled, per_camera
 
 
-def _int_list(values: Iterable[int], name: str) -> list[int]:
+def int_list(values: Iterable[int], name: str) -> list[int]:
+    """``values`` as a list of camera numbers, or ReIDError naming ``name``."""
     if isinstance(values, (str, bytes)):
         raise ReIDError(f"{name} must be a collection of integer camera numbers (c1 is 1), got {values!r}")
     out = []
@@ -135,7 +136,8 @@ def _int_list(values: Iterable[int], name: str) -> list[int]:
     return out
 
 
-def _time_range(time_range: tuple[float | None, float | None]) -> tuple[float | None, float | None]:
+def check_time_range(time_range: tuple[float | None, float | None]) -> tuple[float | None, float | None]:
+    """``(start, end)`` of a time-range filter, or ReIDError if it is not one."""
     try:
         start, end = time_range
     except (TypeError, ValueError) as exc:

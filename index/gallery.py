@@ -36,6 +36,7 @@ import numpy as np
 
 from index import faiss_index, search, snapshot
 from index.faiss_index import FLAT, GpuMirror
+from index.checks import check_matrix, check_max_distance, check_positive, check_record
 from index.filters import FilterColumns
 from index.manifest import (
     IndexSpec,
@@ -44,6 +45,7 @@ from index.manifest import (
     read_manifest,
     write_manifest,
 )
+from index.protocol import check_model_matches
 from index.rwlock import ReadWriteLock
 from index.records import (
     GalleryItem,
@@ -69,54 +71,6 @@ def content_hash(data: bytes) -> str:
     """Hex sha256 of a file's bytes: how the gallery recognises content it already holds
     (``ItemRecord.content_hash``, :meth:`Gallery.contains_hash`)."""
     return hashlib.sha256(data).hexdigest()
-
-
-def _check_matrix(x: object, dim: int, what: str) -> np.ndarray:
-    """Return ``x`` as a C-contiguous (n, dim) float32 array of finite values, or raise."""
-    if not isinstance(x, np.ndarray):
-        raise ReIDError(f"{what} must be a numpy array of shape (n, {dim}), got {type(x).__name__}")
-    if x.dtype != np.float32:
-        raise ReIDError(f"{what} must have dtype float32, got {x.dtype} (convert with .astype(np.float32))")
-    if x.ndim != 2 or x.shape[1] != dim:
-        raise ReIDError(f"{what} must have shape (n, {dim}) for this gallery, got {x.shape}")
-    if not np.isfinite(x).all():
-        bad = int((~np.isfinite(x)).any(axis=1).sum())
-        raise ReIDError(f"{what} has {bad} row(s) with NaN or infinite values")
-    return np.ascontiguousarray(x)
-
-
-def _check_max_distance(value: object) -> None:
-    if value is None:
-        return
-    if isinstance(value, bool) or not isinstance(value, (int, float, np.integer, np.floating)) or not value >= 0:
-        raise ReIDError(f"max_distance must be a non-negative number (Euclidean), got {value!r}")
-
-
-def _check_record(row: int, rec: object) -> None:
-    """Raise ReIDError unless ``rec`` is an ItemRecord whose fields have storable types."""
-    if not isinstance(rec, ItemRecord):
-        raise ReIDError(f"metadata record {row} must be an ItemRecord, got {type(rec).__name__}")
-    for name in ("pid", "camera"):
-        value = getattr(rec, name)
-        if value is not None and (isinstance(value, bool) or not isinstance(value, (int, np.integer))):
-            raise ReIDError(f"metadata record {row}: {name} must be an integer or None, got {value!r}")
-    if rec.camera is not None and rec.camera < 1:
-        raise ReIDError(f"metadata record {row}: camera is the number in the file name (c1 is 1), "
-                        f"got {rec.camera!r}")
-    ts = rec.timestamp
-    if ts is not None and (isinstance(ts, bool) or not isinstance(ts, (int, float, np.integer, np.floating))
-                           or not np.isfinite(ts)):
-        raise ReIDError(f"metadata record {row}: timestamp must be a finite number or None, got {ts!r}")
-    for name in ("path", "content_hash"):
-        value = getattr(rec, name)
-        if value is not None and not isinstance(value, str):
-            raise ReIDError(f"metadata record {row}: {name} must be a string or None, got {value!r}")
-
-
-def _check_positive(value: object, name: str) -> int:
-    if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < 1:
-        raise ReIDError(f"{name} must be a positive integer, got {value!r}")
-    return int(value)
 
 
 def check_creatable(folder: Path) -> None:
@@ -195,7 +149,7 @@ class Gallery:
         embedding the model exports); ``checkpoint_every`` saves a snapshot after that many
         added/removed items (None: only on ``checkpoint()`` and ``close()``).
         """
-        dim = _check_positive(dim, "dim")
+        dim = check_positive(dim, "dim")
         device = faiss_index.resolve_device(device)  # a refused device leaves nothing on disk
         if not isinstance(fingerprint, str) or not fingerprint:
             raise ReIDError(f"fingerprint must be a non-empty string, got {fingerprint!r}")
@@ -243,18 +197,8 @@ class Gallery:
         folder = Path(path)
         device = faiss_index.resolve_device(device)  # before the lock, which a refusal would leak
         manifest = read_manifest(folder)
-        if expected_fingerprint is not None and expected_fingerprint != manifest.fingerprint:
-            raise ReIDError(
-                f"gallery {folder} was built with model fingerprint {manifest.fingerprint}, but "
-                f"the model in use has fingerprint {expected_fingerprint}: its embeddings are not "
-                "comparable; rebuild the gallery with this model or use the matching model"
-            )
-        if expected_dim is not None and expected_dim != manifest.dim:
-            raise ReIDError(
-                f"gallery {folder} holds {manifest.dim}-d embeddings (model {manifest.fingerprint}), "
-                f"but the model in use gives {expected_dim}-d ones: rebuild the gallery with this "
-                "model or use the matching model"
-            )
+        check_model_matches(str(folder), manifest.dim, manifest.fingerprint, expected_dim,
+                            expected_fingerprint)
         lock_fd = _lock(folder)
         try:
             store = MetadataStore.open(folder / DB_NAME, manifest.dim, manifest.fingerprint)
@@ -302,6 +246,11 @@ class Gallery:
     # -- properties ----------------------------------------------------------------------
 
     @property
+    def address(self) -> str:
+        """The gallery folder, as given."""
+        return str(self.path)
+
+    @property
     def dim(self) -> int:
         return self._manifest.dim
 
@@ -318,6 +267,11 @@ class Gallery:
         """The ``extra`` information given at creation (a copy)."""
         return dict(self._manifest.extra)
 
+    def check_model(self, dim: int | None, fingerprint: str | None) -> None:
+        """Raise ReIDError unless a model of this dimension and fingerprint (None: not
+        checked) made this gallery's embeddings."""
+        check_model_matches(self.address, self.dim, self.fingerprint, dim, fingerprint)
+
     def __len__(self) -> int:
         # No lock: one read of the index's item counter. A server asks this on its event
         # loop, which must never queue on the read-write lock behind a waiting writer (and
@@ -331,12 +285,12 @@ class Gallery:
         transaction. Returns the new ids, (N,) int64, in input order. When this returns, the
         items survive any crash. Does not skip duplicates: check :meth:`contains_hash` first.
         """
-        xb = _check_matrix(vectors, self.dim, "vectors")
+        xb = check_matrix(vectors, self.dim, "vectors")
         records = list(records)
         if len(records) != xb.shape[0]:
             raise ReIDError(f"got {xb.shape[0]} vectors but {len(records)} metadata records")
         for row, rec in enumerate(records):
-            _check_record(row, rec)
+            check_record(row, rec)
         if not records:
             return np.empty(0, dtype=np.int64)
         with self._writer:
@@ -457,9 +411,9 @@ class Gallery:
 
     def _check_query(self, xq: object, k: object, max_distance: object) -> tuple[np.ndarray, int]:
         """Validated (queries, k) for :meth:`search` and :meth:`nearest`."""
-        xq = _check_matrix(xq, self.dim, "queries")
-        k = _check_positive(k, "k")
-        _check_max_distance(max_distance)
+        xq = check_matrix(xq, self.dim, "queries")
+        k = check_positive(k, "k")
+        check_max_distance(max_distance)
         return xq, k
 
     def nearest(
@@ -514,10 +468,10 @@ class Gallery:
         identity comes with its ``items_per_identity`` nearest items passing the filters.
         Internally the item search is widened until the answer is exact for the index.
         """
-        xq = _check_matrix(xq, self.dim, "queries")
-        k_identities = _check_positive(k_identities, "k_identities")
-        items_per_identity = _check_positive(items_per_identity, "items_per_identity")
-        _check_max_distance(max_distance)
+        xq = check_matrix(xq, self.dim, "queries")
+        k_identities = check_positive(k_identities, "k_identities")
+        items_per_identity = check_positive(items_per_identity, "items_per_identity")
+        check_max_distance(max_distance)
         with self._rw.read():
             self._check_open()
             ranked = search.rank_identities(self._index, self._filters, xq, k_identities, items_per_identity,
@@ -543,6 +497,7 @@ class Gallery:
             count=count, identities=identities, unlabelled=unlabelled, per_camera=per_camera,
             dim=self.dim, fingerprint=self.fingerprint, index_type=self.spec.index_type,
             active_index=layout, device=self.device, on_disk_bytes=size,
+            backend="faiss", address=self.address,
         )
 
     # -- internals -----------------------------------------------------------------------

@@ -77,7 +77,9 @@ class IdentityMatch:
 @dataclass(frozen=True)
 class GalleryStats:
     """A summary of a gallery. ``per_camera`` maps file-name camera numbers (None = unknown) to
-    item counts; ``on_disk_bytes`` counts every file in the gallery folder."""
+    item counts; ``on_disk_bytes`` counts the gallery's local files (0 for a Milvus server,
+    whose storage is its own). ``backend`` is ``"faiss"`` (a folder), ``"milvus-lite"`` (an
+    embedded ``.db`` file) or ``"milvus"`` (a server); ``address`` says where, without secrets."""
 
     count: int
     identities: int
@@ -89,6 +91,8 @@ class GalleryStats:
     active_index: str
     device: str
     on_disk_bytes: int
+    backend: str = "faiss"
+    address: str = ""
 
 
 @dataclass(frozen=True)
