@@ -15,7 +15,7 @@ the source. Two schedules (``decode=``):
   crowded by other jobs this kept up better (overlap fell to 0.63-0.75 of raw embedding); on a
   quiet one overlap is slightly ahead (0.91-0.92 vs 0.89; benchmarks/results/bulk_index.md).
 
-Resume: every add is one durable transaction (:meth:`index.gallery.Gallery.add`), and a
+Resume: every add is one durable transaction (:meth:`index.protocol.GalleryBackend.add`), and a
 file whose content hash is already stored is skipped, so a build that was interrupted
 (Ctrl-C, kill -9, power cut) and run again adds exactly what is missing. Bad files never
 stop a build: they are counted and written to a JSON-lines report, one object per file.
@@ -40,7 +40,8 @@ from tqdm import tqdm
 from training.core.imageio import ImageDecodeError
 from export.runtime import Embedder
 from training.core.cores import usable_cores
-from index.gallery import Gallery, content_hash
+from index.gallery import content_hash
+from index.protocol import GalleryBackend
 from index.records import ItemRecord
 from index.sources import SkippedFile, SourceImage
 from training.core.errors import ReIDError
@@ -134,7 +135,7 @@ class FailureLog:
 
 
 def index_images(
-    gallery: Gallery,
+    gallery: GalleryBackend,
     embedder: Embedder,
     images: Iterable[SourceImage | SkippedFile],
     *,
@@ -159,7 +160,7 @@ def index_images(
         if isinstance(value, bool) or not isinstance(value, int) or value < 1:
             raise ReIDError(f"{name} must be a positive integer, got {value!r}")
     if gallery.dim != embedder.embedding_dim or gallery.fingerprint != embedder.fingerprint:
-        raise ReIDError(f"gallery {gallery.path} was built with model {gallery.fingerprint}, not "
+        raise ReIDError(f"gallery {gallery.address} was built with model {gallery.fingerprint}, not "
                         f"{embedder.fingerprint} ({embedder.model_path})")
     mode = check_decode_mode(decode)
     workers = workers or default_decode_workers(mode)
@@ -202,7 +203,7 @@ def index_images(
     return report
 
 
-def _make_preparer(gallery: Gallery, embedder: Embedder) -> Callable[[SourceImage | SkippedFile], _Prepared]:
+def _make_preparer(gallery: GalleryBackend, embedder: Embedder) -> Callable[[SourceImage | SkippedFile], _Prepared]:
     def prepare(entry: SourceImage | SkippedFile) -> _Prepared:
         if isinstance(entry, SkippedFile):
             return _Prepared(None, skipped=entry)
@@ -225,7 +226,7 @@ def _make_preparer(gallery: Gallery, embedder: Embedder) -> Callable[[SourceImag
     return prepare
 
 
-def _add_batch(gallery: Gallery, embedder: Embedder, batch: list[_Prepared], report: BuildReport) -> int:
+def _add_batch(gallery: GalleryBackend, embedder: Embedder, batch: list[_Prepared], report: BuildReport) -> int:
     """Embed and add the batch in one transaction, dropping content stored meanwhile (an
     earlier batch of this run, or a duplicate file within the batch). Returns how many went in."""
     if not batch:

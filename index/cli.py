@@ -1,7 +1,8 @@
 """``reid-index``: build, update, inspect, search and evaluate a gallery from the shell.
 
 A thin layer over :mod:`index.bulk`, :mod:`index.sources`, :mod:`index.evaluation` and
-:class:`index.gallery.Gallery`; see docs/indexing.md. Cameras on the command line and in
+:class:`index.protocol.GalleryBackend` (whichever backend the gallery address names); see
+docs/indexing.md. Cameras on the command line and in
 tables are numbered as in file names (``c1`` = camera 1), as they are stored in the gallery.
 """
 
@@ -26,9 +27,10 @@ from index.audit import AuditLog, default_audit_path
 from index.bulk import DECODE_MODES, REPORT_NAME, embed_files, index_images
 from index.evaluation import evaluate_gallery
 from index.faiss_index import INDEX_TYPES
-from index.gallery import DEFAULT_CHECKPOINT_EVERY, Gallery
+from index.address import TOKEN_ENV
+from index.gallery import DEFAULT_CHECKPOINT_EVERY
 from index.manifest import IndexSpec
-from index.opening import open_or_create
+from index.opening import open_existing, open_or_create
 from index.records import GalleryItem
 from index.retention import prune
 from index.sources import TIMESTAMP_SOURCES, SourceImage, discover, iter_sources
@@ -38,6 +40,8 @@ from training.core.errors import ReIDError, run_cli
 from training.core.rerank import add_rerank_arguments, describe_rerank, rerank_options, rerank_record
 
 PROG = "reid-index"
+GALLERY_HELP = (f"a folder (FAISS), a FILE.db (embedded Milvus Lite) or milvus://HOST:PORT/COLLECTION "
+                f"(a Milvus server; token from ${TOKEN_ENV})")
 
 
 def _days(text: str) -> float:
@@ -82,7 +86,7 @@ def _spec_args(parser: argparse.ArgumentParser, default: str | None) -> None:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = ArgumentParser(prog=PROG, description="Bulk-index person crops into a crash-safe FAISS gallery, "
+    parser = ArgumentParser(prog=PROG, description="Bulk-index person crops into a gallery (a FAISS folder or Milvus), "
                                             "and search, inspect or evaluate it. See docs/indexing.md.")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
@@ -92,7 +96,7 @@ def build_parser() -> argparse.ArgumentParser:
                                    "name) or one subfolder per camera (c1/, c2/, ...). Re-running adds only what "
                                    f"is missing; unreadable files are skipped and listed in GALLERY/{REPORT_NAME}.")
     _model_args(p)
-    p.add_argument("--out", required=True, type=Path, help="gallery folder")
+    p.add_argument("--out", required=True, help=f"gallery to build or extend: {GALLERY_HELP}")
     p.add_argument("sources", nargs="+", type=Path, metavar="SRC", help="folders of crops")
     _spec_args(p, None)
     p.add_argument("--timestamp", choices=TIMESTAMP_SOURCES, default="frame",
@@ -103,14 +107,14 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("add", help="index a few crop files", description="Add crop files to an existing gallery.")
     _model_args(p)
-    p.add_argument("--gallery", required=True, type=Path)
+    p.add_argument("--gallery", required=True, help=GALLERY_HELP)
     p.add_argument("files", nargs="+", type=Path, metavar="FILE")
     p.add_argument("--pid", type=int, default=None, help="identity for every file (default: from the name, if any)")
     p.add_argument("--camera", type=_camera, default=None, help="camera number for every file (default: from the name)")
     p.add_argument("--timestamp", type=float, default=None, help="timestamp for every file (default: frame in the name)")
 
     p = sub.add_parser("remove", help="remove items by id, identity or camera")
-    p.add_argument("--gallery", required=True, type=Path)
+    p.add_argument("--gallery", required=True, help=GALLERY_HELP)
     what = p.add_mutually_exclusive_group(required=True)
     what.add_argument("--id", type=int, nargs="+", dest="ids", help="gallery ids")
     what.add_argument("--pid", type=int, help="every item of this identity")
@@ -131,12 +135,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--json", action="store_true", help="print JSON")
 
     p = sub.add_parser("stats", help="counts, cameras, model and size of a gallery")
-    p.add_argument("gallery", type=Path, metavar="GALLERY")
+    p.add_argument("gallery", metavar="GALLERY", help=GALLERY_HELP)
     p.add_argument("--json", action="store_true", help="print JSON")
 
     p = sub.add_parser("search", help="rank gallery items (or identities) for one crop")
     _model_args(p)
-    p.add_argument("--gallery", required=True, type=Path)
+    p.add_argument("--gallery", required=True, help=GALLERY_HELP)
     p.add_argument("image", type=Path, metavar="IMAGE")
     p.add_argument("--k", type=positive_int, default=10, help="results (identities with --identities) (default: %(default)s)")
     p.add_argument("--cameras", type=_camera, nargs="+", default=None, help="only these cameras")
@@ -152,7 +156,8 @@ def build_parser() -> argparse.ArgumentParser:
                                    "whole gallery and score it under the Market-1501 protocol.")
     _model_args(p)
     p.add_argument("--data", required=True, type=Path, help="data set root in Market-1501/DukeMTMC-reID layout")
-    p.add_argument("--gallery", type=Path, default=None, help="gallery folder to build or reuse (default: temporary)")
+    p.add_argument("--gallery", default=None,
+                   help=f"gallery to build or reuse (default: a temporary folder): {GALLERY_HELP}")
     _spec_args(p, None)
     p.add_argument("--json", action="store_true", help="print JSON")
     add_rerank_arguments(p)
@@ -185,7 +190,7 @@ def _build(args: argparse.Namespace) -> int:
             progress=not args.quiet, total=sum(f.count for f in folders),
         )
         print(report.summary())
-        print(f"gallery {gallery.path}: {len(gallery)} items")
+        print(f"gallery {gallery.address}: {len(gallery)} items")
     return 0
 
 
@@ -214,14 +219,14 @@ def _add(args: argparse.Namespace) -> int:
 
 
 def _remove(args: argparse.Namespace) -> int:
-    with Gallery.open(args.gallery) as gallery:
+    with open_existing(args.gallery) as gallery:
         if args.ids is not None:
             removed = gallery.remove(args.ids)
         elif args.pid is not None:
             removed = gallery.remove_identity(args.pid)
         else:
             removed = gallery.remove_camera(args.camera)
-        print(f"removed {removed} item(s); gallery {gallery.path} now holds {len(gallery)}")
+        print(f"removed {removed} item(s); gallery {gallery.address} now holds {len(gallery)}")
     return 0
 
 
@@ -244,7 +249,7 @@ def _prune(args: argparse.Namespace) -> int:
 
 
 def _stats(args: argparse.Namespace) -> int:
-    with Gallery.open(args.gallery) as gallery:
+    with open_existing(args.gallery) as gallery:
         stats = gallery.stats()
         spec = gallery.spec
     if args.json:
@@ -258,6 +263,7 @@ def _stats(args: argparse.Namespace) -> int:
     index = stats.index_type + ("" if stats.active_index == stats.index_type
                                 else f" (searching {stats.active_index} until trained)")
     rows = [
+        ("backend", _backend_name(stats.backend) + f" {stats.address}"),
         ("items", str(stats.count)),
         ("identities", f"{stats.identities} ({stats.unlabelled} items without one)"),
         ("per camera", cams or "-"),
@@ -330,6 +336,10 @@ def _labelled_image(path: Path) -> SourceImage:
     """A data set crop with its file-name labels (the gallery stores file-name cameras)."""
     name = parse_reid_name(path)
     return SourceImage(path, name.pid, name.camera, float(name.frame))
+
+
+def _backend_name(backend: str) -> str:
+    return {"faiss": "FAISS folder", "milvus-lite": "Milvus Lite file", "milvus": "Milvus server"}.get(backend, backend)
 
 
 def _human_bytes(n: int) -> str:

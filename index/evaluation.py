@@ -19,7 +19,7 @@ from collections.abc import Iterator
 import numpy as np
 from tqdm import tqdm
 
-from index.gallery import Gallery
+from index.protocol import GalleryBackend
 from index.records import GalleryLabels
 from training.core.errors import ReIDError
 from training.core.evaluation import EvalResult, evaluate_blocks
@@ -29,7 +29,7 @@ from training.core.rerank import ExpansionParams, RerankParams, evaluate_reranke
 _QUERY_BLOCK = 64
 
 
-def evaluate_gallery(gallery: Gallery, qf: np.ndarray, q_pids: np.ndarray, q_cameras: np.ndarray, *,
+def evaluate_gallery(gallery: GalleryBackend, qf: np.ndarray, q_pids: np.ndarray, q_cameras: np.ndarray, *,
                      max_rank: int = 50, progress: bool = False, block_size: int = _QUERY_BLOCK,
                      rerank: RerankParams | None = None, aqe: ExpansionParams | None = None) -> EvalResult:
     """mAP / CMC / mINP of queries ``qf`` (n_query, dim) float32 against every gallery item.
@@ -42,10 +42,10 @@ def evaluate_gallery(gallery: Gallery, qf: np.ndarray, q_pids: np.ndarray, q_cam
     """
     labels = gallery.labels()
     if labels.ids.size == 0:
-        raise ReIDError(f"gallery {gallery.path} is empty: nothing to evaluate against")
+        raise ReIDError(f"gallery {gallery.address} is empty: nothing to evaluate against")
     unlabelled = int((~labels.has_pid | ~labels.has_camera).sum())
     if unlabelled:
-        raise ReIDError(f"gallery {gallery.path} has {unlabelled} item(s) without an identity or camera: "
+        raise ReIDError(f"gallery {gallery.address} has {unlabelled} item(s) without an identity or camera: "
                         "evaluation needs crops named like Market-1501/DukeMTMC-reID")
     if isinstance(block_size, bool) or not isinstance(block_size, int) or block_size < 1:
         raise ValueError(f"block_size must be a positive integer, got {block_size!r}")
@@ -57,7 +57,7 @@ def evaluate_gallery(gallery: Gallery, qf: np.ndarray, q_pids: np.ndarray, q_cam
         return evaluate_blocks(blocks, q_pids, labels.pids, q_cameras, labels.cameras, max_rank=max_rank)
 
 
-def _distance_blocks(gallery: Gallery, qf: np.ndarray, ids: np.ndarray, block_size: int,
+def _distance_blocks(gallery: GalleryBackend, qf: np.ndarray, ids: np.ndarray, block_size: int,
                      bar: tqdm) -> Iterator[np.ndarray]:
     """(rows, len(ids)) float32 distances from the gallery's search, columns in ``ids`` order
     (ascending), ``inf`` for items the index did not return."""
@@ -72,11 +72,11 @@ def _distance_blocks(gallery: Gallery, qf: np.ndarray, ids: np.ndarray, block_si
         bar.update(min(block_size, qf.shape[0] - start))
 
 
-def _evaluate_reranked(gallery: Gallery, labels: GalleryLabels, qf: np.ndarray, q_pids: np.ndarray,
+def _evaluate_reranked(gallery: GalleryBackend, labels: GalleryLabels, qf: np.ndarray, q_pids: np.ndarray,
                        q_cameras: np.ndarray, rerank: RerankParams | None, aqe: ExpansionParams | None,
                        max_rank: int, progress: bool) -> EvalResult:
     stored = gallery.vectors()
     if not np.array_equal(stored.ids, labels.ids):
-        raise ReIDError(f"gallery {gallery.path} changed while it was being evaluated: run the evaluation again")
+        raise ReIDError(f"gallery {gallery.address} changed while it was being evaluated: run the evaluation again")
     return evaluate_reranked(qf, stored.xb, q_pids, labels.pids, q_cameras, labels.cameras, rerank=rerank, aqe=aqe,
                              max_rank=max_rank, progress=progress)

@@ -671,6 +671,17 @@ def _create_collections(client: Any, address: MilvusAddress, dim: int, spec: Mil
                              consistency_level="Strong")
 
 
+def gallery_exists(address: MilvusAddress) -> bool:
+    """Whether ``address`` holds a gallery (its description row is written last at creation)."""
+    if address.lite and not Path(address.uri).exists():
+        return False
+    client = _connect(address)
+    try:
+        return "gallery" in _read_meta(client, address)
+    finally:
+        client.close()
+
+
 def _read_meta(client: Any, address: MilvusAddress) -> dict[str, dict[str, Any]]:
     meta_name = address.collection + META_SUFFIX
     with _milvus_errors(address, "reading the gallery description"):

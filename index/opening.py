@@ -1,9 +1,14 @@
 """Opening a gallery for a model: the one way every tool opens or creates one.
 
 ``reid-index`` (build, add, search, eval), the bulk indexer and the search service all call
-:func:`open_or_create`, so a gallery's manifest always carries the same description of its
-model (:func:`model_description`) whichever tool made it, and a gallery is always checked
-against the model about to write or query it.
+:func:`open_or_create` (or :func:`open_existing` where no model is involved), so a gallery's
+manifest always carries the same description of its model (:func:`model_description`)
+whichever tool made it, and a gallery is always checked against the model about to write or
+query it.
+
+The gallery address picks the backend (:func:`index.address.parse_address`): a folder is the
+FAISS gallery, a ``.db`` file an embedded Milvus Lite gallery, ``milvus://HOST:PORT/COLLECTION``
+a collection on a Milvus server. Both implement :class:`index.protocol.GalleryBackend`.
 """
 
 from __future__ import annotations
@@ -13,8 +18,12 @@ from pathlib import Path
 from typing import Any
 
 from export.runtime import Embedder
+from index import milvus_gallery
+from index.address import MilvusAddress, parse_address
 from index.gallery import DEFAULT_CHECKPOINT_EVERY, Gallery
 from index.manifest import IndexSpec, manifest_path
+from index.milvus_gallery import MilvusGallery
+from index.protocol import GalleryBackend
 from training.core.errors import ReIDError
 
 
@@ -29,16 +38,20 @@ def model_description(embedder: Embedder) -> dict[str, Any]:
 
 def open_or_create(path: str | os.PathLike[str], embedder: Embedder, spec: IndexSpec | None = None, *,
                    create: bool = True, device: str = "cpu",
-                   checkpoint_every: int | None = DEFAULT_CHECKPOINT_EVERY) -> Gallery:
-    """Open the gallery at ``path`` for ``embedder``'s model; create it if there is none and
-    ``create`` is true.
+                   checkpoint_every: int | None = DEFAULT_CHECKPOINT_EVERY) -> GalleryBackend:
+    """Open the gallery at ``path`` (a gallery address) for ``embedder``'s model; create it if
+    there is none and ``create`` is true.
 
-    ``spec`` applies to a new gallery (default: exact ``flat``); for an existing one its
-    ``index_type`` must agree. Raises ReIDError, in one line: a gallery made with another model
-    (naming both fingerprints), no gallery while ``create`` is false, or a folder where none
-    can be made.
+    ``spec`` applies to a new gallery (default: exact ``flat``; on Milvus the matching Milvus
+    index, :func:`index.milvus_gallery.spec_from_faiss`); for an existing one its
+    ``index_type`` must agree. ``device`` and ``checkpoint_every`` concern the FAISS folder
+    only. Raises ReIDError, in one line: a gallery made with another model (naming both
+    fingerprints), no gallery while ``create`` is false, or a place where none can be made.
     """
-    folder = Path(path)
+    address = parse_address(path)
+    if isinstance(address, MilvusAddress):
+        return _open_or_create_milvus(address, embedder, spec, create)
+    folder = address
     if manifest_path(folder).exists():
         gallery = Gallery.open(folder, expected_dim=embedder.embedding_dim,
                                expected_fingerprint=embedder.fingerprint, device=device,
@@ -57,3 +70,31 @@ def open_or_create(path: str | os.PathLike[str], embedder: Embedder, spec: Index
         nprobe=spec.nprobe, m=spec.m, nbits=spec.nbits, train_size=spec.train_size, device=device,
         checkpoint_every=checkpoint_every, extra=model_description(embedder),
     )
+
+
+def open_existing(path: str | os.PathLike[str]) -> GalleryBackend:
+    """Open the gallery at ``path`` (a gallery address) without a model, e.g. to remove items
+    or read its statistics. Raises ReIDError if there is none."""
+    address = parse_address(path)
+    if isinstance(address, MilvusAddress):
+        return MilvusGallery.open(address)
+    return Gallery.open(address)
+
+
+def _open_or_create_milvus(address: MilvusAddress, embedder: Embedder, spec: IndexSpec | None,
+                           create: bool) -> GalleryBackend:
+    wanted = None if spec is None else milvus_gallery.spec_from_faiss(
+        spec.index_type, nlist=spec.nlist, nprobe=spec.nprobe, m=spec.m, nbits=spec.nbits)
+    if milvus_gallery.gallery_exists(address):
+        gallery = MilvusGallery.open(address, expected_dim=embedder.embedding_dim,
+                                     expected_fingerprint=embedder.fingerprint)
+        if wanted is not None and wanted.index_type != gallery.spec.index_type:
+            gallery.close()
+            raise ReIDError(f"gallery {address} has a {gallery.spec.index_type} index, not "
+                            f"{wanted.index_type}: drop --index-type or pick another collection")
+        return gallery
+    if not create:
+        raise ReIDError(f"{address}: no gallery there; build one with reid-index build, or start an "
+                        "empty one for this model (reid-serve --create)")
+    return MilvusGallery.create(address, embedder.embedding_dim, embedder.fingerprint, wanted,
+                                extra=model_description(embedder))

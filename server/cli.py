@@ -28,7 +28,9 @@ def build_parser() -> argparse.ArgumentParser:
                     "a web page at /, gallery writes behind an API key, Prometheus /metrics.",
     )
     p.add_argument("--model", type=Path, help="exported ONNX model (REID_MODEL)")
-    p.add_argument("--gallery", type=Path, help="gallery folder (REID_GALLERY)")
+    p.add_argument("--gallery", help="gallery: a folder (FAISS), a FILE.db (embedded Milvus Lite) or "
+                                     "milvus://HOST:PORT/COLLECTION (Milvus server, token from "
+                                     "REID_MILVUS_TOKEN) (REID_GALLERY)")
     p.add_argument("--create", dest="create_gallery", action="store_true", default=None,
                    help="create an empty gallery for this model if none exists (REID_CREATE_GALLERY)")
     p.add_argument("--host", help="address to bind (default 127.0.0.1; REID_HOST)")

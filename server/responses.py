@@ -46,7 +46,7 @@ def stats_response(s: GalleryStats) -> StatsResponse:
         count=s.count, identities=s.identities, unlabelled=s.unlabelled,
         per_camera=[CameraCount(camera=c, count=n) for c, n in per_camera], dim=s.dim,
         fingerprint=s.fingerprint, index_type=s.index_type, active_index=s.active_index,
-        device=s.device, on_disk_bytes=s.on_disk_bytes,
+        device=s.device, on_disk_bytes=s.on_disk_bytes, backend=s.backend, address=s.address,
     )
 
 

@@ -114,7 +114,7 @@ class StatsResponse(BaseModel):
         "count": 1200, "identities": 150, "unlabelled": 0,
         "per_camera": [{"camera": 1, "count": 600}, {"camera": 2, "count": 600}],
         "dim": 2048, "fingerprint": _FP, "index_type": "flat", "active_index": "flat",
-        "device": "cpu", "on_disk_bytes": 19750912,
+        "device": "cpu", "on_disk_bytes": 19750912, "backend": "faiss", "address": "/srv/reid/gallery",
     }]})
     count: int
     identities: int
@@ -126,6 +126,8 @@ class StatsResponse(BaseModel):
     active_index: str
     device: str
     on_disk_bytes: int
+    backend: str = Field(description="faiss (a folder), milvus-lite (an embedded .db file) or milvus (a server)")
+    address: str = Field(description="where the gallery lives: folder, .db file or milvus://HOST:PORT/COLLECTION")
 
 
 class HealthResponse(BaseModel):

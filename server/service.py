@@ -28,7 +28,7 @@ import numpy as np
 
 from export.runtime import Embedder
 from index import faiss_index
-from index.gallery import Gallery
+from index.protocol import GalleryBackend
 from index.opening import open_or_create
 from index.records import GalleryItem, GalleryStats, IdentityMatch, ItemRecord, Match
 from server.batcher import MicroBatcher
@@ -126,7 +126,7 @@ class _Found:
 class SearchService:
     """The model, the gallery and the worker threads of one running app."""
 
-    def __init__(self, settings: Settings, embedder: Embedder, gallery: Gallery, plan: ThreadPlan,
+    def __init__(self, settings: Settings, embedder: Embedder, gallery: GalleryBackend, plan: ThreadPlan,
                  metrics: Metrics) -> None:
         self.settings = settings
         self.embedder = embedder

@@ -23,7 +23,10 @@ class Settings(BaseSettings):
     model_config = SettingsConfigDict(env_prefix="REID_", extra="forbid", frozen=True)
 
     model: Path = Field(description="exported ONNX model (reid-export)")
-    gallery: Path = Field(description="gallery folder (index.gallery)")
+    # A str stays a str: Path() would fold the "//" of a milvus:// address.
+    gallery: str | Path = Field(description="gallery address: a folder (FAISS), a FILE.db (embedded Milvus "
+                                            "Lite) or milvus://HOST:PORT/COLLECTION (Milvus server, token "
+                                            "from REID_MILVUS_TOKEN); see index.address")
     create_gallery: bool = Field(
         False, description="create the gallery from the model's fingerprint and dim if it is missing"
     )
