@@ -28,6 +28,7 @@ import math
 import re
 import threading
 import time
+import warnings
 from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -110,7 +111,8 @@ def spec_from_faiss(index_type: str, *, nlist: int, nprobe: int, m: int, nbits: 
 def _pymilvus() -> Any:
     """The pymilvus module, imported on first use so the rest of ``index`` never needs it."""
     try:
-        import pymilvus
+        with _quiet_lite():
+            import pymilvus
     except ImportError as exc:
         raise ReIDError("a Milvus gallery (milvus:// address or .db file) needs pymilvus and milvus-lite: "
                         "pip install 'reid-uda[milvus]'") from exc
@@ -127,9 +129,18 @@ def _milvus_errors(address: MilvusAddress, doing: str) -> Iterator[None]:
         raise ReIDError(f"Milvus gallery {address}: {doing} failed: {exc.message}") from exc
 
 
+@contextlib.contextmanager
+def _quiet_lite() -> Iterator[None]:
+    """milvus-lite 2.5 imports pkg_resources, which warns on every import (pinned by the
+    ``milvus`` extra: setuptools<81 still has it); the warning says nothing to our users."""
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message="pkg_resources is deprecated", category=UserWarning)
+        yield
+
+
 def _connect(address: MilvusAddress) -> Any:
     pymilvus = _pymilvus()
-    with _milvus_errors(address, "connecting"):
+    with _milvus_errors(address, "connecting"), _quiet_lite():
         return pymilvus.MilvusClient(uri=address.uri, token=address.token())
 
 
@@ -634,8 +645,10 @@ def _create_collections(client: Any, address: MilvusAddress, dim: int, spec: Mil
     pymilvus = _pymilvus()
     DataType = pymilvus.DataType
     name, meta_name = address.collection, address.collection + META_SUFFIX
-    if client.has_collection(meta_name):
+    if "gallery" in _read_meta(client, address):
         raise ReIDError(f"{address} is already a gallery; open it, or pick another collection")
+    if client.has_collection(meta_name):
+        client.drop_collection(meta_name)  # written before the commit row: a leftover too
     if client.has_collection(name):
         client.load_collection(name)
         held = _count(client, name, "")

@@ -41,7 +41,7 @@ else
   _setup_pip "installing torch ${TORCH_VERSION:-2.14.1} and torchvision ${TORCHVISION_VERSION:-0.29.1}" \
     install "torch==${TORCH_VERSION:-2.14.1}" "torchvision==${TORCHVISION_VERSION:-0.29.1}"
 fi
-_setup_pip "installing the project (editable, extras train,cpu,serve,client,dev)" install -e ".[train,cpu,serve,client,dev]"
+_setup_pip "installing the project (editable, extras train,cpu,serve,client,dev,milvus)" install -e ".[train,cpu,serve,client,dev,milvus]"
 echo "setup: $VENV is ready"
 unset -f _setup_pip
 unset _SETUP_PIP_NOISE

@@ -49,18 +49,18 @@ def test_setup_prints_one_line_per_step_and_only_useful_pip_output(tmp_path: Pat
         f"setup: using the existing virtual environment {tmp_path / 'venv'}",
         "setup: upgrading pip",
         "setup: torch 2.14.1 is already installed",
-        "setup: installing the project (editable, extras train,cpu,serve,client,dev)",
+        "setup: installing the project (editable, extras train,cpu,serve,client,dev,milvus)",
         f"setup: {tmp_path / 'venv'} is ready",
     ]
     assert "is ignored" not in done.stdout + done.stderr
     warnings = [line for line in done.stderr.splitlines() if line.startswith("WARNING: a warning worth reading")]
     assert len(warnings) == 2  # one per pip call: upgrading pip, installing the project
-    assert "--quiet" in warnings[1] and ".[train,cpu,serve,client,dev]" in warnings[1]
+    assert "--quiet" in warnings[1] and ".[train,cpu,serve,client,dev,milvus]" in warnings[1]
 
 
 @pytest.mark.parametrize("status", [1, 3])
 def test_a_failed_pip_step_names_itself_and_keeps_pips_exit_status(tmp_path: Path, status: int) -> None:
     done = _run_setup(tmp_path, pip_status=status)
     assert done.returncode == status
-    assert f"setup: installing the project (editable, extras train,cpu,serve,client,dev) failed (pip exit status {status})" in done.stderr
+    assert f"setup: installing the project (editable, extras train,cpu,serve,client,dev,milvus) failed (pip exit status {status})" in done.stderr
     assert "is ready" not in done.stdout
