@@ -30,7 +30,8 @@ from index.faiss_index import INDEX_TYPES
 from index.address import TOKEN_ENV
 from index.gallery import DEFAULT_CHECKPOINT_EVERY
 from index.manifest import IndexSpec
-from index.opening import open_existing, open_or_create
+from index.copy import copy_vectors, reembed
+from index.opening import ModelIdentity, open_existing, open_or_create, open_or_create_for
 from index.records import GalleryItem
 from index.retention import prune
 from index.sources import TIMESTAMP_SOURCES, SourceImage, discover, iter_sources
@@ -161,6 +162,23 @@ def build_parser() -> argparse.ArgumentParser:
     _spec_args(p, None)
     p.add_argument("--json", action="store_true", help="print JSON")
     add_rerank_arguments(p)
+
+    p = sub.add_parser("copy", help="copy a gallery to another backend, or re-embed it with a new model",
+                       description="Copy every item of SRC (vectors and metadata) into DST, created for SRC's "
+                                   "model if missing: a folder to Milvus or back. Resumable: a re-run skips "
+                                   "content DST already holds. With --model, embed each item again from its "
+                                   "stored image instead (DST is for that model); items whose image cannot be "
+                                   f"read are listed in DST's {REPORT_NAME}.")
+    p.add_argument("src", metavar="SRC", help=GALLERY_HELP)
+    p.add_argument("dst", metavar="DST", help=GALLERY_HELP)
+    p.add_argument("--model", type=Path, default=None, help="re-embed with this exported ONNX model")
+    p.add_argument("--batch-size", type=_positive, default=64, help="images per ONNX Runtime call with --model "
+                                                                     "(default: %(default)s)")
+    p.add_argument("--workers", type=_positive, default=None, help="decode threads with --model")
+    p.add_argument("--threads", type=_positive, default=None, help="ONNX Runtime intra-op threads with --model")
+    p.add_argument("--device", choices=DEVICES, default="cpu", help="ONNX Runtime device with --model")
+    p.add_argument("--quiet", action="store_true", help="no progress bar")
+    _spec_args(p, None)
     return parser
 
 
@@ -278,6 +296,24 @@ def _stats(args: argparse.Namespace) -> int:
     return 0
 
 
+def _copy(args: argparse.Namespace) -> int:
+    with open_existing(args.src) as src:
+        if args.model is not None:
+            embedder = _embedder(args)
+            with open_or_create(args.dst, embedder, _spec(args)) as dst:
+                report = reembed(src, dst, embedder, batch_size=args.batch_size, workers=args.workers,
+                                 report_path=dst.path / REPORT_NAME, progress=not args.quiet)
+                print(report.summary())
+                print(f"gallery {dst.address}: {len(dst)} items")
+            return 1 if report.failed else 0
+        model = ModelIdentity(src.dim, src.fingerprint, src.extra)
+        with open_or_create_for(args.dst, model, _spec(args)) as dst:
+            copied = copy_vectors(src, dst, progress=not args.quiet)
+            print(copied.summary())
+            print(f"gallery {dst.address}: {len(dst)} items")
+    return 0
+
+
 def _search(args: argparse.Namespace) -> int:
     embedder = _embedder(args)
     with open_or_create(args.gallery, embedder, create=False, device=args.device) as gallery:
@@ -392,7 +428,7 @@ def _print_identities(people: Sequence, as_json: bool) -> None:
 
 
 _COMMANDS = {"build": _build, "add": _add, "remove": _remove, "prune": _prune, "stats": _stats,
-             "search": _search, "eval": _eval}
+             "search": _search, "eval": _eval, "copy": _copy}
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -28,7 +28,7 @@ import logging
 import os
 import threading
 import time
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -450,6 +450,13 @@ class Gallery:
         if not batches:
             return VectorBatch(np.empty(0, dtype=np.int64), np.empty((0, self.dim), dtype=np.float32))
         return VectorBatch(np.concatenate([b.ids for b in batches]), np.concatenate([b.xb for b in batches]))
+
+    def iter_vectors(self, batch: int = 4096) -> Iterator[tuple[np.ndarray, np.ndarray]]:
+        """Every stored item once, ascending by id, in batches of at most ``batch``: ids (n,)
+        int64 and their vectors (n, dim) float32, as SQLite holds them."""
+        self._check_open()
+        for chunk in self._store.iter_vectors(0, batch):
+            yield chunk.ids, chunk.xb
 
     def search_identities(
         self,

@@ -561,6 +561,19 @@ class MilvusGallery:
             has_pid=has_pid, has_camera=has_cam,
         )
 
+    def iter_vectors(self, batch: int = 4096) -> Iterator[tuple[np.ndarray, np.ndarray]]:
+        """Every stored item once, in batches of at most ``batch``: ids (n,) int64 ascending
+        within the batch, and their vectors (n, dim) float32."""
+        check_positive(batch, "batch")
+        rows: list[dict[str, Any]] = []
+        for row in self._iterate(["id", "vector"], batch):
+            rows.append(row)
+            if len(rows) == batch:
+                yield _vector_batch(rows, self.dim)
+                rows = []
+        if rows:
+            yield _vector_batch(rows, self.dim)
+
     def stats(self) -> GalleryStats:
         """Counts, dimension, fingerprint, index type; the backend and its address."""
         labels = self.labels()
@@ -607,11 +620,11 @@ class MilvusGallery:
             return list(self._client.query(self._address.collection, filter=expr, output_fields=list(fields),
                                            consistency_level="Strong"))
 
-    def _iterate(self, fields: Sequence[str]) -> Iterator[dict[str, Any]]:
-        """Every entity's ``fields``, in batches (memory stays flat on the Milvus side)."""
+    def _iterate(self, fields: Sequence[str], batch: int = 4096) -> Iterator[dict[str, Any]]:
+        """Every entity's ``fields``, fetched ``batch`` at a time (memory stays flat)."""
         self._check_open()
         with _milvus_errors(self._address, "reading items"):
-            it = self._client.query_iterator(self._address.collection, batch_size=4096, filter="id >= 0",
+            it = self._client.query_iterator(self._address.collection, batch_size=batch, filter="id >= 0",
                                              output_fields=list(fields), consistency_level="Strong")
             try:
                 while batch := it.next():
@@ -625,6 +638,13 @@ class MilvusGallery:
             for row in self._query(f"id in {_ints(chunk)}", _ITEM_FIELDS):
                 found[int(row["id"])] = _item(row)
         return found
+
+
+def _vector_batch(rows: list[dict[str, Any]], dim: int) -> tuple[np.ndarray, np.ndarray]:
+    rows.sort(key=lambda r: r["id"])
+    ids = np.array([r["id"] for r in rows], dtype=np.int64)
+    xb = np.array([r["vector"] for r in rows], dtype=np.float32).reshape(len(rows), dim)
+    return ids, xb
 
 
 def _ranked_pids(hits: Sequence[dict[str, Any]], k: int) -> list[tuple[int, float]]:

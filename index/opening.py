@@ -14,7 +14,7 @@ a collection on a Milvus server. Both implement :class:`index.protocol.GalleryBa
 from __future__ import annotations
 
 import os
-from pathlib import Path
+from dataclasses import dataclass
 from typing import Any
 
 from export.runtime import Embedder
@@ -36,6 +36,19 @@ def model_description(embedder: Embedder) -> dict[str, Any]:
             "input_size": [contract.input_height, contract.input_width]}
 
 
+@dataclass(frozen=True)
+class ModelIdentity:
+    """What a gallery records and checks about the model of its embeddings."""
+
+    dim: int
+    fingerprint: str
+    description: dict[str, Any]
+
+    @classmethod
+    def of(cls, embedder: Embedder) -> ModelIdentity:
+        return cls(embedder.embedding_dim, embedder.fingerprint, model_description(embedder))
+
+
 def open_or_create(path: str | os.PathLike[str], embedder: Embedder, spec: IndexSpec | None = None, *,
                    create: bool = True, device: str = "cpu",
                    checkpoint_every: int | None = DEFAULT_CHECKPOINT_EVERY) -> GalleryBackend:
@@ -48,27 +61,34 @@ def open_or_create(path: str | os.PathLike[str], embedder: Embedder, spec: Index
     only. Raises ReIDError, in one line: a gallery made with another model (naming both
     fingerprints), no gallery while ``create`` is false, or a place where none can be made.
     """
+    return open_or_create_for(path, ModelIdentity.of(embedder), spec, create=create, device=device,
+                              checkpoint_every=checkpoint_every)
+
+
+def open_or_create_for(path: str | os.PathLike[str], model: ModelIdentity, spec: IndexSpec | None = None, *,
+                       create: bool = True, device: str = "cpu",
+                       checkpoint_every: int | None = DEFAULT_CHECKPOINT_EVERY) -> GalleryBackend:
+    """:func:`open_or_create` for a model known by its identity only (no ONNX session), as
+    when copying a gallery's vectors to another backend."""
     address = parse_address(path)
     if isinstance(address, MilvusAddress):
-        return _open_or_create_milvus(address, embedder, spec, create)
+        return _open_or_create_milvus(address, model, spec, create)
     folder = address
     if manifest_path(folder).exists():
-        gallery = Gallery.open(folder, expected_dim=embedder.embedding_dim,
-                               expected_fingerprint=embedder.fingerprint, device=device,
-                               checkpoint_every=checkpoint_every)
+        gallery = Gallery.open(folder, expected_dim=model.dim, expected_fingerprint=model.fingerprint,
+                               device=device, checkpoint_every=checkpoint_every)
         if spec is not None and spec.index_type != gallery.spec.index_type:
             gallery.close()
             raise ReIDError(f"gallery {folder} is a {gallery.spec.index_type} gallery, not "
                             f"{spec.index_type}: drop --index-type or pick a new folder")
         return gallery
     if not create:
-        raise ReIDError(f"{folder}: no gallery there; build one with reid-index build, or start an "
-                        "empty one for this model (reid-serve --create)")
+        raise ReIDError(_NO_GALLERY.format(address=folder))
     spec = spec or IndexSpec()
     return Gallery.create(
-        folder, embedder.embedding_dim, embedder.fingerprint, spec.index_type, nlist=spec.nlist,
+        folder, model.dim, model.fingerprint, spec.index_type, nlist=spec.nlist,
         nprobe=spec.nprobe, m=spec.m, nbits=spec.nbits, train_size=spec.train_size, device=device,
-        checkpoint_every=checkpoint_every, extra=model_description(embedder),
+        checkpoint_every=checkpoint_every, extra=model.description,
     )
 
 
@@ -81,20 +101,21 @@ def open_existing(path: str | os.PathLike[str]) -> GalleryBackend:
     return Gallery.open(address)
 
 
-def _open_or_create_milvus(address: MilvusAddress, embedder: Embedder, spec: IndexSpec | None,
+_NO_GALLERY = ("{address}: no gallery there; build one with reid-index build, or start an empty one "
+               "for this model (reid-serve --create)")
+
+
+def _open_or_create_milvus(address: MilvusAddress, model: ModelIdentity, spec: IndexSpec | None,
                            create: bool) -> GalleryBackend:
     wanted = None if spec is None else milvus_gallery.spec_from_faiss(
         spec.index_type, nlist=spec.nlist, nprobe=spec.nprobe, m=spec.m, nbits=spec.nbits)
     if milvus_gallery.gallery_exists(address):
-        gallery = MilvusGallery.open(address, expected_dim=embedder.embedding_dim,
-                                     expected_fingerprint=embedder.fingerprint)
+        gallery = MilvusGallery.open(address, expected_dim=model.dim, expected_fingerprint=model.fingerprint)
         if wanted is not None and wanted.index_type != gallery.spec.index_type:
             gallery.close()
             raise ReIDError(f"gallery {address} has a {gallery.spec.index_type} index, not "
                             f"{wanted.index_type}: drop --index-type or pick another collection")
         return gallery
     if not create:
-        raise ReIDError(f"{address}: no gallery there; build one with reid-index build, or start an "
-                        "empty one for this model (reid-serve --create)")
-    return MilvusGallery.create(address, embedder.embedding_dim, embedder.fingerprint, wanted,
-                                extra=model_description(embedder))
+        raise ReIDError(_NO_GALLERY.format(address=address))
+    return MilvusGallery.create(address, model.dim, model.fingerprint, wanted, extra=model.description)

@@ -13,7 +13,7 @@ with one model refuses another (:meth:`~GalleryBackend.check_model`).
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from pathlib import Path
 from typing import Any, Protocol, runtime_checkable
 
@@ -110,6 +110,11 @@ class GalleryBackend(Protocol):
                           max_distance: float | None = None) -> list[list[IdentityMatch]]: ...
 
     def labels(self) -> GalleryLabels: ...
+
+    def iter_vectors(self, batch: int = 4096) -> Iterator[tuple[np.ndarray, np.ndarray]]:
+        """Every stored item once, in batches of at most ``batch``: ids (n,) int64 ascending
+        within the batch, and their vectors (n, dim) float32 (for copying a gallery)."""
+        ...
 
     def stats(self) -> GalleryStats: ...
 
