@@ -529,7 +529,13 @@ class MilvusGallery:
         out = []
         for lo in range(0, xq.shape[0], block):
             hits = self._search(xq[lo:lo + block], limit, base, output_fields=["pid"], group_by_field="pid")
-            out.extend(_ranked_pids(row, k) for row in hits)
+            for q, row in enumerate(hits, start=lo):
+                if len({int(h["entity"]["pid"]) for h in row}) < len(row):
+                    # A server without grouping search (before Milvus 2.4) ignores group_by_field
+                    # and returns plain items: rank this query by over-fetching instead.
+                    out.extend(self._top_identities_overfetch(xq[q:q + 1], k, base))
+                else:
+                    out.append(_ranked_pids(row, k))
         return out
 
     def _top_identities_overfetch(self, xq: np.ndarray, k: int, base: str) -> list[list[tuple[int, float]]]:

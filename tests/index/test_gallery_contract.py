@@ -1,5 +1,6 @@
 """The gallery contract (index.protocol.GalleryBackend), run against every backend: the FAISS
-folder gallery and a Milvus collection in an embedded Milvus Lite file.
+folder gallery, a Milvus collection in an embedded Milvus Lite file, and a collection on a
+Milvus server when ``REID_TEST_MILVUS_SERVER`` names one.
 
 Each test gets a fresh gallery from the ``backend`` fixture; results are checked against a
 numpy brute-force oracle, so both backends are held to the same answers.
@@ -8,7 +9,8 @@ numpy brute-force oracle, so both backends are held to the same answers.
 from __future__ import annotations
 
 import itertools
-from collections.abc import Callable
+import os
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -22,7 +24,9 @@ from index.records import ItemRecord
 from training.core.errors import ReIDError
 
 DIM = 16
-BACKENDS = ["faiss", "milvus-lite"]
+#: A Milvus server to run the suite against too, as HOST:PORT (no token); unset: skipped.
+SERVER_ENV = "REID_TEST_MILVUS_SERVER"
+BACKENDS = ["faiss", "milvus-lite", "milvus-server"]
 _collections = itertools.count()
 
 
@@ -51,9 +55,26 @@ class Backend:
         from index.address import MilvusAddress
         from index.milvus_gallery import MilvusGallery
 
-        # One Lite file per session (its server starts once), one collection per gallery.
-        self.address = MilvusAddress(uri=str(self.lite_db), collection=f"g{next(_collections)}", lite=True)
+        name = f"g{os.getpid()}_{next(_collections)}"
+        if self.kind == "milvus-server":
+            self.address = MilvusAddress(uri=f"http://{os.environ[SERVER_ENV]}", collection=name, lite=False)
+        else:
+            # One Lite file per session (its server starts once), one collection per gallery.
+            self.address = MilvusAddress(uri=str(self.lite_db), collection=name, lite=True)
         return MilvusGallery.create(self.address, dim, fingerprint, extra=extra, side_dir=self.root / "side")
+
+    def drop(self) -> None:
+        """Drop a server test collection (a Lite file goes with the temp folder)."""
+        if self.kind != "milvus-server" or self.address is None:
+            return
+        import pymilvus
+
+        from index.milvus_gallery import META_SUFFIX
+
+        client = pymilvus.MilvusClient(uri=self.address.uri)
+        for name in (self.address.collection, self.address.collection + META_SUFFIX):
+            client.drop_collection(name)
+        client.close()
 
     def open(self, expected_dim: int | None = None, expected_fingerprint: str | None = None) -> GalleryBackend:
         if self.kind == "faiss":
@@ -69,10 +90,14 @@ def lite_db(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 
 @pytest.fixture(params=BACKENDS)
-def backend(request: pytest.FixtureRequest, tmp_path: Path, lite_db: Path) -> Backend:
+def backend(request: pytest.FixtureRequest, tmp_path: Path, lite_db: Path) -> Iterator[Backend]:
     if request.param != "faiss" and (reason := _milvus_reason()):
         pytest.skip(reason)
-    return Backend(request.param, tmp_path, lite_db)
+    if request.param == "milvus-server" and not os.environ.get(SERVER_ENV):
+        pytest.skip(f"no Milvus server to test against: set {SERVER_ENV}=HOST:PORT (see docs/scale-out.md)")
+    made = Backend(request.param, tmp_path, lite_db)
+    yield made
+    made.drop()
 
 
 @pytest.fixture
@@ -264,7 +289,7 @@ def test_model_mismatch_is_refused(backend: Backend):
             gallery.check_model(DIM, "model-b")
 
 
-def test_stats_and_labels(filled, population):
+def test_stats_and_labels(backend, filled, population):
     gallery, ids = filled
     stats = gallery.stats()
     labelled = [r.pid for r in population.records if r.pid is not None]
@@ -273,7 +298,8 @@ def test_stats_and_labels(filled, population):
     assert stats.unlabelled == len(population.records) - len(labelled)
     assert stats.per_camera == {c: int((population.cameras == c).sum()) for c in (1, 2, 3, 4)}
     assert (stats.dim, stats.fingerprint) == (DIM, "model-a")
-    assert stats.backend in ("faiss", "milvus-lite") and stats.address == gallery.address
+    assert stats.backend == {"faiss": "faiss", "milvus-lite": "milvus-lite", "milvus-server": "milvus"}[backend.kind]
+    assert stats.address == gallery.address
     labels = gallery.labels()
     np.testing.assert_array_equal(labels.ids, np.sort(ids))
     np.testing.assert_array_equal(labels.has_pid, [r.pid is not None for r in population.records])
@@ -329,6 +355,11 @@ def test_open_refuses_what_is_not_a_gallery(backend: Backend, tmp_path: Path):
     from index.address import MilvusAddress
     from index.milvus_gallery import MilvusGallery
 
+    if backend.kind == "milvus-server":
+        absent = MilvusAddress(uri=f"http://{os.environ[SERVER_ENV]}", collection="absent_gallery", lite=False)
+        with pytest.raises(ReIDError, match="no gallery there"):
+            MilvusGallery.open(absent)
+        return
     with pytest.raises(ReIDError, match="no gallery there"):
         MilvusGallery.open(MilvusAddress(uri=str(tmp_path / "none.db"), collection="gallery", lite=True))
     with pytest.raises(ReIDError, match="no gallery there"):
