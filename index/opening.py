@@ -77,11 +77,7 @@ def open_or_create_for(path: str | os.PathLike[str], model: ModelIdentity, spec:
     if manifest_path(folder).exists():
         gallery = Gallery.open(folder, expected_dim=model.dim, expected_fingerprint=model.fingerprint,
                                device=device, checkpoint_every=checkpoint_every)
-        if spec is not None and spec.index_type != gallery.spec.index_type:
-            gallery.close()
-            raise ReIDError(f"gallery {folder} is a {gallery.spec.index_type} gallery, not "
-                            f"{spec.index_type}: drop --index-type or pick a new folder")
-        return gallery
+        return _with_index_type(gallery, None if spec is None else spec.index_type)
     if not create:
         raise ReIDError(_NO_GALLERY.format(address=folder))
     spec = spec or IndexSpec()
@@ -101,6 +97,16 @@ def open_existing(path: str | os.PathLike[str]) -> GalleryBackend:
     return Gallery.open(address)
 
 
+def _with_index_type(gallery: GalleryBackend, wanted: str | None) -> GalleryBackend:
+    """``gallery``, or ReIDError (closing it) when a specific index type was asked for and
+    the existing gallery has another."""
+    if wanted is not None and wanted != gallery.spec.index_type:
+        gallery.close()
+        raise ReIDError(f"gallery {gallery.address} is a {gallery.spec.index_type} gallery, not {wanted}: "
+                        "drop --index-type or pick a new gallery address")
+    return gallery
+
+
 _NO_GALLERY = ("{address}: no gallery there; build one with reid-index build, or start an empty one "
                "for this model (reid-serve --create)")
 
@@ -111,11 +117,7 @@ def _open_or_create_milvus(address: MilvusAddress, model: ModelIdentity, spec: I
         spec.index_type, nlist=spec.nlist, nprobe=spec.nprobe, m=spec.m, nbits=spec.nbits)
     if milvus_gallery.gallery_exists(address):
         gallery = MilvusGallery.open(address, expected_dim=model.dim, expected_fingerprint=model.fingerprint)
-        if wanted is not None and wanted.index_type != gallery.spec.index_type:
-            gallery.close()
-            raise ReIDError(f"gallery {address} has a {gallery.spec.index_type} index, not "
-                            f"{wanted.index_type}: drop --index-type or pick another collection")
-        return gallery
+        return _with_index_type(gallery, None if wanted is None else wanted.index_type)
     if not create:
         raise ReIDError(_NO_GALLERY.format(address=address))
     return MilvusGallery.create(address, model.dim, model.fingerprint, wanted, extra=model.description)

@@ -16,7 +16,14 @@ from typing import Any
 
 import numpy as np
 import pytest
-from gallery_data import Population, brute_force, make_population
+from gallery_data import (
+    SEARCH_FILTERS,
+    Population,
+    assert_ranked_as_brute_force,
+    brute_force,
+    identity_oracle,
+    passing,
+)
 
 from index.gallery import Gallery
 from index.protocol import PROTOCOL_MEMBERS, GalleryBackend
@@ -108,30 +115,7 @@ def filled(backend: Backend, population: Population) -> tuple[GalleryBackend, np
     gallery.close()
 
 
-def _passing(population: Population, cameras=None, exclude_cameras=None, time_range=None,
-             labelled_only=False) -> np.ndarray:
-    keep = np.ones(len(population.records), dtype=bool)
-    if cameras is not None:
-        keep &= np.isin(population.cameras, cameras)
-    if exclude_cameras is not None:
-        keep &= ~np.isin(population.cameras, exclude_cameras)
-    if time_range is not None:
-        start, end = time_range
-        ts = population.timestamps
-        keep &= (start is None or ts >= start) & (end is None or ts <= end)
-    if labelled_only:
-        keep &= np.array([r.pid is not None for r in population.records])
-    return keep
-
-
-FILTERS = [
-    {},
-    {"cameras": [1, 2]},
-    {"exclude_cameras": [1]},
-    {"time_range": (50.0, 180.0)},
-    {"cameras": [3], "time_range": (None, 30.0)},  # 8 items pass: rows of 10 are padded
-    {"cameras": []},
-]
+FILTERS = [*SEARCH_FILTERS, {"cameras": []}]  # an empty camera list: nothing passes
 
 
 def test_backend_implements_the_protocol(backend: Backend):
@@ -152,13 +136,8 @@ def test_search_equals_brute_force_under_filters(filled, population, filters):
     xq = np.random.default_rng(3).standard_normal((4, DIM)).astype(np.float32)
     k = 10
     got = gallery.search(xq, k, **filters)
-    keep = _passing(population, **filters)
-    dist = brute_force(xq, population.xb[keep])
-    order = np.argsort(dist, axis=1, kind="stable")[:, :k]
+    keep, order = assert_ranked_as_brute_force(got.D, got.I, xq, population, ids, k, **filters)
     n = order.shape[1]
-    np.testing.assert_array_equal(got.I[:, :n], ids[keep][order])
-    np.testing.assert_allclose(got.D[:, :n], np.take_along_axis(dist, order, 1), rtol=1e-4, atol=1e-4)
-    assert (got.I[:, n:] == -1).all() and np.isinf(got.D[:, n:]).all()
     for row in range(len(xq)):
         assert [m.item.id for m in got.matches[row]] == got.I[row, :n].tolist()
         assert [m.item.path for m in got.matches[row]] == [population.records[r].path for r in np.flatnonzero(keep)[order[row]]]
@@ -197,26 +176,14 @@ def test_identity_ranking_equals_brute_force_grouping(filled, population, k_iden
     xq = np.random.default_rng(11).standard_normal((3, DIM)).astype(np.float32)
     got = gallery.search_identities(xq, k_identities, items_per_identity=per_identity, **filters)
     max_distance = filters.pop("max_distance", None)
-    keep = _passing(population, labelled_only=True, **filters)
+    keep = passing(population, labelled_only=True, **filters)
     for row in range(len(xq)):
-        expected = _identity_oracle(xq[row], population, ids, keep, k_identities, per_identity, max_distance)
+        expected = identity_oracle(xq[row], population, ids, keep, k_identities, per_identity, max_distance)
         assert [(m.pid, [x.item.id for x in m.items]) for m in got[row]] == [(p, members) for p, members, _ in expected]
         for match, (_, _, distances) in zip(got[row], expected, strict=True):
             np.testing.assert_allclose([x.distance for x in match.items], distances, rtol=1e-4, atol=1e-4)
             assert match.distance == match.items[0].distance
             assert all(x.item.pid == match.pid for x in match.items)
-
-
-def _identity_oracle(xq_row, population, ids, keep, k_identities, per_identity, max_distance):
-    dist = brute_force(xq_row[None], population.xb)[0]
-    rows = [r for r in np.argsort(dist, kind="stable") if keep[r]]
-    if max_distance is not None:
-        rows = [r for r in rows if dist[r] <= max_distance]
-    groups: dict[int, list[int]] = {}
-    for r in rows:
-        groups.setdefault(population.records[r].pid, []).append(r)
-    return [(pid, [int(ids[r]) for r in members[:per_identity]], [float(dist[r]) for r in members[:per_identity]])
-            for pid, members in list(groups.items())[:k_identities]]
 
 
 def test_remove_by_id_identity_and_camera_never_returns_removed(filled, population):

@@ -5,7 +5,14 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-from gallery_data import Population, brute_force
+from gallery_data import (
+    SEARCH_FILTERS,
+    Population,
+    assert_ranked_as_brute_force,
+    brute_force,
+    identity_oracle,
+    passing,
+)
 
 from index import faiss_index, search
 from index.faiss_index import RawHits
@@ -40,46 +47,16 @@ def gallery(population: Population) -> tuple[Population, np.ndarray]:
     return population, np.arange(len(population.records), dtype=np.int64) * 3 + 5
 
 
-def _passing(population: Population, cameras=None, exclude_cameras=None, time_range=None,
-             labelled_only=False) -> np.ndarray:
-    """Oracle of the filters: which rows of the population pass."""
-    keep = np.ones(len(population.records), dtype=bool)
-    if cameras is not None:
-        keep &= np.isin(population.cameras, cameras)
-    if exclude_cameras is not None:
-        keep &= ~np.isin(population.cameras, exclude_cameras)
-    if time_range is not None:
-        start, end = time_range
-        ts = population.timestamps
-        keep &= (start is None or ts >= start) & (end is None or ts <= end)
-    if labelled_only:
-        keep &= np.array([r.pid is not None for r in population.records])
-    return keep
 
 
-FILTERS = [
-    {},
-    {"cameras": [1, 2]},
-    {"exclude_cameras": [1]},
-    {"time_range": (50.0, 180.0)},
-    {"cameras": [3], "time_range": (None, 30.0)},  # 8 items pass: rows of 10 are padded
-]
-
-
-@pytest.mark.parametrize("filters", FILTERS)
+@pytest.mark.parametrize("filters", SEARCH_FILTERS)
 def test_nearest_equals_brute_force_under_filters(gallery, filters):
     population, ids = gallery
     xq = np.random.default_rng(7).standard_normal((6, DIM)).astype(np.float32)
     k = 10
     got = search.nearest(_flat(population, ids), _columns(population, ids), xq, k, **filters)
 
-    keep = _passing(population, **filters)
-    dist = brute_force(xq, population.xb[keep])
-    order = np.argsort(dist, axis=1, kind="stable")[:, :k]
-    n = order.shape[1]
-    np.testing.assert_array_equal(got.I[:, :n], ids[keep][order])
-    np.testing.assert_allclose(got.D[:, :n], np.take_along_axis(dist, order, 1), rtol=1e-4, atol=1e-4)
-    assert (got.I[:, n:] == -1).all() and np.isinf(got.D[:, n:]).all()
+    assert_ranked_as_brute_force(got.D, got.I, xq, population, ids, k, **filters)
     assert got.D.dtype == np.float32 and got.I.dtype == np.int64 and got.I.shape == (6, k)
 
 
@@ -119,25 +96,13 @@ def test_ivf_probing_widens_until_filtered_rows_are_full(gallery):
     assert (raw.I >= 0).sum(axis=1).min() < k
 
     got = search.nearest(index, filters, xq, k, time_range=time_range)
-    keep = _passing(population, time_range=time_range)
+    keep = passing(population, time_range=time_range)
     dist = brute_force(xq, population.xb[keep])
     order = np.argsort(dist, axis=1, kind="stable")
     # every passing item is found, at its exact distance (IVF-Flat stores the vectors)
     np.testing.assert_array_equal(got.I, ids[keep][order])
     np.testing.assert_allclose(got.D, np.take_along_axis(dist, order, 1), rtol=1e-4, atol=1e-4)
     assert index.nprobe == 1  # widening is per call; the index keeps its setting
-
-
-def _identity_oracle(xq_row, population, ids, keep, k_identities, per_identity, max_distance):
-    dist = brute_force(xq_row[None], population.xb)[0]
-    rows = [r for r in np.argsort(dist, kind="stable") if keep[r]]
-    if max_distance is not None:
-        rows = [r for r in rows if dist[r] <= max_distance]
-    groups: dict[int, list[int]] = {}
-    for r in rows:
-        groups.setdefault(population.records[r].pid, []).append(r)
-    return [(pid, [int(ids[r]) for r in members[:per_identity]], [float(dist[r]) for r in members[:per_identity]])
-            for pid, members in list(groups.items())[:k_identities]]
 
 
 @pytest.mark.parametrize(("k_identities", "per_identity", "filters"), [
@@ -151,10 +116,10 @@ def test_rank_identities_equals_brute_force_grouping(gallery, k_identities, per_
     xq = np.random.default_rng(11).standard_normal((5, DIM)).astype(np.float32)
     got = search.rank_identities(_flat(population, ids), _columns(population, ids), xq, k_identities,
                                  per_identity, **filters)
-    keep = _passing(population, labelled_only=True, **filters)
-    assert not _passing(population, labelled_only=True).all()  # unlabelled items exist and stay out
+    keep = passing(population, labelled_only=True, **filters)
+    assert not passing(population, labelled_only=True).all()  # unlabelled items exist and stay out
     for row in range(len(xq)):
-        expected = _identity_oracle(xq[row], population, ids, keep, k_identities, per_identity, None)
+        expected = identity_oracle(xq[row], population, ids, keep, k_identities, per_identity, None)
         assert [(h.pid, h.ids) for h in got[row]] == [(pid, members) for pid, members, _ in expected]
         for hits, (_, _, distances) in zip(got[row], expected, strict=True):
             np.testing.assert_allclose(hits.distances, distances, rtol=1e-4, atol=1e-4)
@@ -166,9 +131,9 @@ def test_rank_identities_stops_at_max_distance(gallery):
     radius = float(np.sort(brute_force(xq, population.xb), axis=1)[:, 30].mean())
     got = search.rank_identities(_flat(population, ids), _columns(population, ids), xq, 6, 5,
                                  max_distance=radius)
-    keep = _passing(population, labelled_only=True)
+    keep = passing(population, labelled_only=True)
     for row in range(len(xq)):
-        expected = _identity_oracle(xq[row], population, ids, keep, 6, 5, radius)
+        expected = identity_oracle(xq[row], population, ids, keep, 6, 5, radius)
         assert [(h.pid, h.ids) for h in got[row]] == [(pid, members) for pid, members, _ in expected]
 
 
