@@ -172,11 +172,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("src", metavar="SRC", help=GALLERY_HELP)
     p.add_argument("dst", metavar="DST", help=GALLERY_HELP)
     p.add_argument("--model", type=Path, default=None, help="re-embed with this exported ONNX model")
-    p.add_argument("--batch-size", type=_positive, default=64, help="images per ONNX Runtime call with --model "
-                                                                     "(default: %(default)s)")
-    p.add_argument("--workers", type=_positive, default=None, help="decode threads with --model")
-    p.add_argument("--threads", type=_positive, default=None, help="ONNX Runtime intra-op threads with --model")
-    p.add_argument("--device", choices=DEVICES, default="cpu", help="ONNX Runtime device with --model")
+    p.add_argument("--batch-size", type=positive_int, default=64,
+                   help="images per ONNX Runtime call with --model (default: %(default)s)")
+    p.add_argument("--workers", type=positive_int, default=None, help="decode threads with --model")
+    p.add_argument("--threads", type=positive_int, default=None, help="ONNX Runtime intra-op threads with --model")
+    add_device_argument(p, "cpu", "ONNX Runtime (with --model)")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
     _spec_args(p, None)
     return parser
