@@ -489,7 +489,10 @@ class MilvusGallery:
         The top identities come from Milvus's grouping search (``group_by_field="pid"``) where
         the index supports it, else from an item search widened until ``k_identities``
         identities are seen; each identity's items then come from a search restricted to it.
-        With an exact index the answer equals grouping a full brute-force ranking.
+        A grouped answer is checked with one more search (is any other identity nearer than
+        the k-th?), because Milvus Lite's grouping misses identities on larger collections;
+        when it is not complete the query is ranked by over-fetching. With an exact index the
+        answer equals grouping a full brute-force ranking.
         """
         xq = check_matrix(xq, self.dim, "queries")
         k_identities = check_positive(k_identities, "k_identities")
@@ -498,21 +501,21 @@ class MilvusGallery:
         base = filter_expression(cameras, exclude_cameras, time_range, labelled_only=True)
         if self._count == 0:
             return [[] for _ in range(xq.shape[0])]
-        if self._spec.index_type in GROUPING_INDEX_TYPES:
+        grouped = self._spec.index_type in GROUPING_INDEX_TYPES
+        if grouped:
             tops = self._top_identities_grouped(xq, k_identities, base)
         else:
             tops = self._top_identities_overfetch(xq, k_identities, base)
         results: list[list[tuple[int, list[tuple[float, int]]]]] = []
         for q, top in enumerate(tops):
-            row = []
-            for pid, best in top:
-                if max_distance is not None and best > max_distance:
-                    break
-                hits = self._search(xq[q:q + 1], items_per_identity, _and(base, f"pid == {int(pid)}"))[0]
-                items = [(math.sqrt(max(float(h["distance"]), 0.0)), int(h["id"])) for h in hits]
-                items = [(d, i) for d, i in items if max_distance is None or d <= max_distance]
-                if items:
-                    row.append((pid, items))
+            query = xq[q:q + 1]
+            row = self._identity_items(query, [pid for pid, _ in top], base, items_per_identity)
+            if grouped and not self._holds_the_best(query, row, k_identities, base):
+                fetched = self._top_identities_overfetch(query, k_identities, base)[0]
+                row = self._identity_items(query, [pid for pid, _ in fetched], base, items_per_identity)
+            if max_distance is not None:
+                row = [(pid, [(d, i) for d, i in items if d <= max_distance]) for pid, items in row]
+                row = [(pid, items) for pid, items in row if items]
             results.append(row)
         found = self._items_by_id([i for row in results for _, items in row for _, i in items])
         return [
@@ -521,6 +524,31 @@ class MilvusGallery:
              for pid, items in row]
             for row in results
         ]
+
+    def _identity_items(self, query: np.ndarray, pids: Sequence[int], base: str,
+                        per_identity: int) -> list[tuple[int, list[tuple[float, int]]]]:
+        """Each pid's ``per_identity`` nearest passing items as (Euclidean distance, id),
+        identities ordered by their best item (pids with no passing item left out)."""
+        row = []
+        for pid in pids:
+            hits = self._search(query, per_identity, _and(base, f"pid == {int(pid)}"))[0]
+            items = [(math.sqrt(max(float(h["distance"]), 0.0)), int(h["id"])) for h in hits]
+            if items:
+                row.append((int(pid), items))
+        row.sort(key=lambda entry: entry[1][0][0])
+        return row
+
+    def _holds_the_best(self, query: np.ndarray, row: list[tuple[int, list[tuple[float, int]]]], k: int,
+                        base: str) -> bool:
+        """Whether ``row`` holds the query's best ``k`` identities: no identity outside it has
+        an item nearer than the k-th identity's best (or at all, when it has fewer than k)."""
+        outside = _and(base, f"pid not in {_ints(pid for pid, _ in row)}") if row else base
+        hits = self._search(query, 1, outside)[0]
+        if not hits:
+            return True
+        if len(row) < k:
+            return False
+        return math.sqrt(max(float(hits[0]["distance"]), 0.0)) >= row[-1][1][0][0]
 
     def _top_identities_grouped(self, xq: np.ndarray, k: int, base: str) -> list[list[tuple[int, float]]]:
         """(pid, best Euclidean distance) of each query's ``k`` best identities, by grouping."""
