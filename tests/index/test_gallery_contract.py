@@ -8,6 +8,7 @@ numpy brute-force oracle, so both backends are held to the same answers.
 
 from __future__ import annotations
 
+import inspect
 import itertools
 import os
 from collections.abc import Callable, Iterator
@@ -128,6 +129,13 @@ def test_backend_implements_the_protocol(backend: Backend):
         assert all(hasattr(gallery, n) for n in PROTOCOL_MEMBERS)
         if backend.kind != "faiss":
             assert public - PROTOCOL_MEMBERS <= {"create", "open"}
+        for name in PROTOCOL_MEMBERS:
+            declared = getattr(GalleryBackend, name)
+            if isinstance(declared, property) or name in ("__enter__", "__exit__"):
+                continue
+            want = [(p.name, p.kind, p.default) for p in inspect.signature(declared).parameters.values()][1:]
+            have = [(p.name, p.kind, p.default) for p in inspect.signature(getattr(gallery, name)).parameters.values()]
+            assert have == want, name
 
 
 @pytest.mark.parametrize("filters", FILTERS)
