@@ -175,7 +175,8 @@ def _run(argv: list[str]) -> int:
                                  for c, n in stats.per_camera.items()) or "-"
                 print(f"{stats.count} items, {stats.identities} identities, {stats.unlabelled} unlabelled\n"
                       f"per camera: {cams}\n{stats.dim}-d {stats.index_type} index on {stats.device}, "
-                      f"model {stats.fingerprint[:16]}, {stats.on_disk_bytes / 1e6:.1f} MB on disk")
+                      f"model {stats.fingerprint[:16]}, {stats.on_disk_bytes / 1e6:.1f} MB on disk\n"
+                      f"backend {stats.backend} {stats.address}")
         else:
             health = client.health()
             if args.json:

@@ -119,6 +119,8 @@ class Stats:
     active_index: str
     device: str
     on_disk_bytes: int
+    backend: str = "faiss"  # faiss, milvus-lite or milvus (servers before this field: faiss)
+    address: str = ""
 
 
 @dataclass(frozen=True)

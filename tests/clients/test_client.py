@@ -48,6 +48,7 @@ def test_search_add_remove_stats_health(base_url: str, tmp_path: Path) -> None:
         assert client.image(item) == crop_bytes(2, 50)
         stats = client.stats()
         assert stats.count == 9 and stats.per_camera[5] == 1 and stats.identities == 5
+        assert stats.backend == "faiss" and stats.address.endswith("gallery")
         assert client.remove(item.id).removed == 1
         assert client.stats().count == 8
 
