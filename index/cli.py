@@ -125,7 +125,7 @@ def build_parser() -> argparse.ArgumentParser:
                        description="Remove every item older than --older-than days, by its capture timestamp "
                                    "when that is a Unix time, else by when it was added, and delete the crops "
                                    "the server stored for them; the removal is written to the audit log.")
-    p.add_argument("gallery", type=Path, metavar="GALLERY")
+    p.add_argument("gallery", metavar="GALLERY", help=GALLERY_HELP)
     p.add_argument("--older-than", required=True, type=_days, metavar="DAYS",
                    help="retention in days (fractions allowed)")
     p.add_argument("--by-added", action="store_true",
@@ -249,7 +249,7 @@ def _remove(args: argparse.Namespace) -> int:
 
 
 def _prune(args: argparse.Namespace) -> int:
-    with Gallery.open(args.gallery) as gallery:
+    with open_existing(args.gallery) as gallery:
         if args.dry_run:
             result = prune(gallery, args.older_than, by_added=args.by_added, dry_run=True)
         else:

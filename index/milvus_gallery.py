@@ -50,6 +50,7 @@ from index.records import (
     Neighbours,
     SearchResult,
 )
+from index.store import VectorBatch
 from training.core.errors import ReIDError
 
 log = logging.getLogger(__name__)
@@ -595,6 +596,28 @@ class MilvusGallery:
             has_pid=has_pid, has_camera=has_cam,
         )
 
+    def vectors(self) -> VectorBatch:
+        """Every stored vector with its id, ascending by id: ``ids`` (n,) int64, ``xb`` (n, dim)
+        float32, as added."""
+        batches = list(self.iter_vectors())
+        if not batches:
+            return VectorBatch(np.empty(0, dtype=np.int64), np.empty((0, self.dim), dtype=np.float32))
+        ids = np.concatenate([ids for ids, _ in batches])
+        order = np.argsort(ids, kind="stable")
+        return VectorBatch(ids[order], np.concatenate([xb for _, xb in batches])[order])
+
+    def ids_older_than(self, cutoff: float, timestamp_floor: float | None = None) -> list[int]:
+        """Ids of items older than ``cutoff`` (Unix seconds), ascending: by ``timestamp`` where
+        it is at least ``timestamp_floor`` (a Unix time; None: never), else by ``added_at``."""
+        before = _float(cutoff, "cutoff")
+        if timestamp_floor is None:
+            expr = f"added_at < {before}"
+        else:
+            floor = _float(timestamp_floor, "timestamp_floor")
+            expr = (f"(has_timestamp == true and timestamp >= {floor} and timestamp < {before}) or "
+                    f"((has_timestamp == false or timestamp < {floor}) and added_at < {before})")
+        return sorted(int(row["id"]) for row in self._iterate(["id"], filter_expr=expr))
+
     def iter_vectors(self, batch: int = 4096) -> Iterator[tuple[np.ndarray, np.ndarray]]:
         """Every stored item once, in batches of at most ``batch``: ids (n,) int64 ascending
         within the batch, and their vectors (n, dim) float32."""
@@ -654,11 +677,11 @@ class MilvusGallery:
             return list(self._client.query(self._address.collection, filter=expr, output_fields=list(fields),
                                            consistency_level="Strong"))
 
-    def _iterate(self, fields: Sequence[str], batch: int = 4096) -> Iterator[dict[str, Any]]:
-        """Every entity's ``fields``, fetched ``batch`` at a time (memory stays flat)."""
+    def _iterate(self, fields: Sequence[str], batch: int = 4096, filter_expr: str = "id >= 0") -> Iterator[dict[str, Any]]:
+        """The ``fields`` of every entity passing ``filter_expr``, ``batch`` at a time."""
         self._check_open()
         with _milvus_errors(self._address, "reading items"):
-            it = self._client.query_iterator(self._address.collection, batch_size=batch, filter="id >= 0",
+            it = self._client.query_iterator(self._address.collection, batch_size=batch, filter=filter_expr,
                                              output_fields=list(fields), consistency_level="Strong")
             try:
                 while batch := it.next():

@@ -28,6 +28,7 @@ from index.records import (
     Neighbours,
     SearchResult,
 )
+from index.store import VectorBatch
 from training.core.errors import ReIDError
 
 TimeRange = tuple[float | None, float | None]
@@ -110,6 +111,15 @@ class GalleryBackend(Protocol):
                           max_distance: float | None = None) -> list[list[IdentityMatch]]: ...
 
     def labels(self) -> GalleryLabels: ...
+
+    def vectors(self) -> VectorBatch:
+        """Every stored vector with its id, ascending by id (for re-ranking in evaluation)."""
+        ...
+
+    def ids_older_than(self, cutoff: float, timestamp_floor: float | None = None) -> list[int]:
+        """Ids of items older than ``cutoff`` (Unix seconds), ascending: by ``timestamp`` where
+        it is at least ``timestamp_floor`` (a Unix time; None: never), else by ``added_at``."""
+        ...
 
     def iter_vectors(self, batch: int = 4096) -> Iterator[tuple[np.ndarray, np.ndarray]]:
         """Every stored item once, in batches of at most ``batch``: ids (n,) int64 ascending

@@ -19,7 +19,7 @@ from dataclasses import dataclass
 
 from index.audit import AuditLog
 from index.crops import CropStore
-from index.gallery import Gallery
+from index.protocol import GalleryBackend
 
 log = logging.getLogger(__name__)
 
@@ -47,7 +47,7 @@ def retention_cutoff(older_than_days: float, now: float | None = None) -> float:
     return (time.time() if now is None else now) - older_than_days * SECONDS_PER_DAY
 
 
-def prune(gallery: Gallery, older_than_days: float, *, now: float | None = None, by_added: bool = False,
+def prune(gallery: GalleryBackend, older_than_days: float, *, now: float | None = None, by_added: bool = False,
           dry_run: bool = False, audit: AuditLog | None = None, actor: str = "retention") -> PruneResult:
     """Remove every item older than ``older_than_days`` and the crops only they used.
 

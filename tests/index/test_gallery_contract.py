@@ -339,3 +339,19 @@ def test_open_refuses_what_is_not_a_gallery(backend: Backend, tmp_path: Path):
         MilvusGallery.open(MilvusAddress(uri=str(tmp_path / "none.db"), collection="gallery", lite=True))
     with pytest.raises(ReIDError, match="no gallery there"):
         MilvusGallery.open(MilvusAddress(uri=backend.lite_db.as_posix(), collection="absent", lite=True))
+
+
+def test_vectors_and_ids_older_than(backend: Backend):
+    import time
+
+    with backend.create(dim=4) as gallery:
+        xb = np.arange(16, dtype=np.float32).reshape(4, 4)
+        ids = gallery.add(xb, [ItemRecord(), ItemRecord(timestamp=5.0), ItemRecord(timestamp=4e9),
+                               ItemRecord(timestamp=1.6e9)])
+        stored = gallery.vectors()
+        np.testing.assert_array_equal(stored.ids, ids)
+        np.testing.assert_array_equal(stored.xb, xb)
+        cutoff = time.time() + 10
+        assert gallery.ids_older_than(cutoff) == ids.tolist()
+        assert gallery.ids_older_than(cutoff, 1e9) == [ids[0], ids[1], ids[3]]
+        assert gallery.ids_older_than(0.0, 1e9) == []
