@@ -60,3 +60,14 @@ def parse_address(text: str | os.PathLike[str]) -> Path | MilvusAddress:
     if raw.endswith(LITE_SUFFIX):
         return MilvusAddress(uri=str(Path(raw).absolute()), collection=LITE_COLLECTION, lite=True)
     return Path(raw)
+
+
+def side_folder(address: Path | MilvusAddress) -> Path:
+    """The local folder for a gallery's side files (build report, uploaded crops, audit log):
+    the folder itself, ``X.db.d`` beside a Lite file ``X.db``, ``./milvus-side/COLLECTION`` for
+    a server collection."""
+    if isinstance(address, Path):
+        return address
+    if address.lite:
+        return Path(address.uri + ".d")
+    return Path("milvus-side") / address.collection

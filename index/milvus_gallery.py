@@ -36,7 +36,7 @@ from typing import Any
 
 import numpy as np
 
-from index.address import MilvusAddress
+from index.address import MilvusAddress, side_folder
 from index.checks import check_matrix, check_max_distance, check_positive, check_record
 from index.filters import check_time_range, int_list
 from index.protocol import TimeRange, check_model_matches
@@ -792,7 +792,7 @@ def _side_dir(address: MilvusAddress, side_dir: Path | None) -> Path:
     """Where side files go: ``side_dir`` if given, else ``X.db.d`` beside a Lite file ``X.db``,
     else ``./milvus-side/<collection>`` for a server collection. Created if missing."""
     if side_dir is None:
-        side_dir = Path(address.uri + ".d") if address.lite else Path("milvus-side") / address.collection
+        side_dir = side_folder(address)
     side_dir.mkdir(parents=True, exist_ok=True)
     return side_dir
 

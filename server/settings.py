@@ -13,6 +13,7 @@ from typing import Literal
 from pydantic import Field, SecretStr, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+from index.address import parse_address, side_folder
 from index.audit import default_audit_path
 from training.core.devices import Device
 
@@ -87,4 +88,6 @@ class Settings(BaseSettings):
     @property
     def audit_path(self) -> Path:
         """The audit log this server appends to."""
-        return self.audit_log if self.audit_log is not None else default_audit_path(self.gallery)
+        if self.audit_log is not None:
+            return self.audit_log
+        return default_audit_path(side_folder(parse_address(self.gallery)))
