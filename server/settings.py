@@ -44,6 +44,9 @@ class Settings(BaseSettings):
         None, ge=1, description="threads for decoding, search and writes (default: usable cores)"
     )
     onnx_threads: int | None = Field(None, ge=1, description="ONNX Runtime intra-op threads")
+    embed_lanes: int | None = Field(
+        None, ge=1, description="micro-batches embedded at once (default: 2 on CPUs, 1 on a GPU)"
+    )
     faiss_threads: int | None = Field(None, ge=1, description="FAISS OpenMP threads")
     providers: str = Field("auto", description="ONNX Runtime providers: auto, cpu, cuda, tensorrt")
     device: Device = Field("cpu", description="where the FAISS gallery searches: auto, cpu or cuda "
