@@ -233,12 +233,12 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
-def start_server(model: Path, gallery: Path, port: int, batching: bool, max_batch: int) -> tuple[subprocess.Popen, str]:
+def start_server(model: Path, gallery: Path, port: int, batching: bool, max_batch: int,
+                 extra: list[str]) -> tuple[subprocess.Popen, str]:
     cmd = [sys.executable, "-c", "from server.cli import main; raise SystemExit(main())",
            "--model", str(model), "--gallery", str(gallery), "--port", str(port),
            "--max-batch", str(max_batch), "--log-level", "warning"]
-    if not batching:
-        cmd.append("--no-micro-batching")
+    cmd += extra if batching else ["--no-micro-batching"]
     proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, env={**os.environ, "REID_API_KEY": API_KEY})
     deadline = time.monotonic() + 60
     while time.monotonic() < deadline:
@@ -478,7 +478,7 @@ def plot_throughput(results: list[Result], out: Path) -> None:
 
 def sweep(m: Served, queries: list[bytes], batching: bool, args: argparse.Namespace) -> tuple[list[Row], str]:
     port = free_port()
-    proc, plan = start_server(m.model, m.gallery, port, batching, args.max_batch)
+    proc, plan = start_server(m.model, m.gallery, port, batching, args.max_batch, args.server_arg)
     requests = [search_request(port, q, raw=args.raw) for q in queries]
     rows = []
     try:
@@ -521,12 +521,17 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--seconds", type=float, default=6.0, help="per concurrency level")
     p.add_argument("--max-requests", type=int, default=3000, help="per concurrency level")
     p.add_argument("--max-batch", type=int, default=16)
+    p.add_argument("--server-arg", action="append", default=[], metavar="ARG",
+                   help="extra reid-serve flag for the micro-batching server (repeat: --server-arg=--embed-lanes --server-arg=1)")
+    p.add_argument("--only-server", action="store_true",
+                   help="quick comparison: only the micro-batching sweep, printed, no report written")
+    p.add_argument("--concurrency", default=",".join(map(str, CONCURRENCY)), help="clients per level")
     p.add_argument("--raw", action="store_true", help="send the JPEG as the body instead of multipart")
     p.add_argument("--work", type=Path, help="keep models and galleries here between runs (default: a temp folder)")
     p.add_argument("--out", type=Path, default=RESULTS)
     args = p.parse_args(argv)
     args.argv = list(argv if argv is not None else sys.argv[1:])
-    args.concurrency = CONCURRENCY
+    args.concurrency = tuple(int(c) for c in args.concurrency.split(","))
     names = [n.strip() for n in args.models.split(",") if n.strip()]
     unknown = set(names) - set(MODELS)
     if unknown:
@@ -535,7 +540,14 @@ def main(argv: list[str] | None = None) -> int:
     with contextlib.ExitStack() as stack:
         work = args.work or Path(stack.enter_context(tempfile.TemporaryDirectory(prefix="serve_load_")))
         work.mkdir(parents=True, exist_ok=True)
-        results = [measure(m, args) for m in prepare(names, work, args.gallery_size)]
+        served = prepare(names, work, args.gallery_size)
+        if args.only_server:
+            for m in served:
+                sweep(m, crops(64, seed=2, height=m.height, width=m.width), True, args)
+            return 0
+        if set(args.concurrency) != set(CONCURRENCY):
+            p.error(f"the report needs every level of {CONCURRENCY}; other levels only with --only-server")
+        results = [measure(m, args) for m in served]
     plot = args.out.with_suffix(".png")
     args.out.parent.mkdir(parents=True, exist_ok=True)
     plot_throughput(results, plot)
