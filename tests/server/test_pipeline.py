@@ -15,7 +15,7 @@ from fastapi.testclient import TestClient
 from server.app import create_app
 from server.metrics import Metrics
 from server.pipeline import Coalescer
-from server.service import SearchQuery, SearchService, Upload
+from server.service import SearchQuery, SearchService, Upload, embedding_device
 from server.settings import Settings
 from service_data import crop_bytes, fill_gallery, snapshot
 
@@ -143,3 +143,14 @@ def test_a_failing_search_group_fails_its_items_and_the_stage_goes_on() -> None:
 
     failed, ok = asyncio.run(scenario())
     assert all(isinstance(e, RuntimeError) and "store failed" in str(e) for e in failed) and ok == 3
+
+
+def test_the_embedding_device_follows_the_providers(monkeypatch: pytest.MonkeyPatch) -> None:
+    import server.service as service_module
+
+    monkeypatch.setattr(service_module.ort, "get_available_providers",
+                        lambda: ["CUDAExecutionProvider", "CPUExecutionProvider"])
+    assert embedding_device("auto") == "gpu" and embedding_device("cuda") == "gpu"
+    assert embedding_device("cpu") == "cpu"
+    monkeypatch.setattr(service_module.ort, "get_available_providers", lambda: ["CPUExecutionProvider"])
+    assert embedding_device("auto") == "cpu" and embedding_device("cuda") == "cpu"  # falls back
