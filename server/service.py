@@ -49,7 +49,8 @@ T = TypeVar("T")
 
 @dataclass(frozen=True)
 class SearchQuery:
-    """Validated search parameters (the route checks ranges)."""
+    """Validated search parameters (the route checks ranges). Hashable (tuples, not lists): the
+    search stage groups the queries of a batch by equal parameters."""
 
     k: int = 10
     k_identities: int = 5
