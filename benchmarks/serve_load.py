@@ -5,8 +5,8 @@ three models:
 - ``small``: an untrained ReIDModel, resnet18 trunk + BiLSTM branch, 128x64, exported with
   ``export.exporter.export_model`` (fp32);
 - ``r50``: the paper's configuration (ResNet-50, 256x128, BiLSTM local branch), randomly
-  initialised (BatchNorm statistics from one pass over generated crops), saved as a checkpoint and exported with ``reid-export`` (fp32; speed does not
-  depend on the weights);
+  initialised (BatchNorm statistics from one pass over generated crops), saved as a checkpoint
+  and exported with ``reid-export`` (fp32; speed does not depend on the weights);
 - ``r50-int8``: the same checkpoint through ``reid-export --quantize int8`` (the project's
   quantiser, calibrated on generated 256x128 crops).
 
