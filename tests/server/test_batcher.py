@@ -259,3 +259,35 @@ def test_a_broken_batch_does_not_stop_the_consumer(fault: str) -> None:
 
     assert asyncio.run(scenario()).vector.shape == (2,)
     assert calls == [1, 1]
+
+
+def test_a_lone_query_runs_beside_a_running_batch_without_waiting() -> None:
+    """With a lane free and nothing else on its way, a query is dispatched at once, however
+    long ``max_wait`` is and however long the other lane's batch takes."""
+    gate = threading.Event()
+    sizes: list[int] = []
+
+    async def scenario() -> tuple[float, Embedded]:
+        with ThreadPoolExecutor(2) as pool:
+            def run(xb: np.ndarray) -> np.ndarray:
+                if float(xb[0, 0, 0, 0]) == 1.0:
+                    gate.wait(5)  # the first batch holds its lane
+                sizes.append(len(xb))
+                return xb.reshape(len(xb), -1)[:, :2].copy()
+
+            batcher = MicroBatcher(run, pool, max_batch=8, max_wait_s=2.0, lanes=2)
+            await batcher.start()
+            held = asyncio.create_task(batcher.submit(np.ones((3, 2, 2), np.float32)))
+            await asyncio.sleep(0.05)
+            loop = asyncio.get_running_loop()
+            started = loop.time()
+            lone = await batcher.submit(np.full((3, 2, 2), 2, np.float32))
+            elapsed = loop.time() - started
+            gate.set()
+            await held
+            await batcher.stop()
+            return elapsed, lone
+
+    elapsed, lone = asyncio.run(scenario())
+    assert elapsed < 0.5 and lone.batch_size == 1 and float(lone.vector[0]) == 2.0
+    assert sizes == [1, 1]
