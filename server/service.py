@@ -41,7 +41,7 @@ from index.crops import MEDIA_TYPES, CropStore
 from server.metrics import Metrics
 from server.pipeline import Coalescer
 from server.settings import Settings
-from server.threads import Device, ThreadPlan, plan_threads
+from server.threads import EmbeddingDevice, ThreadPlan, plan_threads
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
@@ -133,11 +133,11 @@ class _Found:
 _Hits = tuple[list[Match], list[IdentityMatch]]  # one query's nearest items and identities
 
 
-def embedding_device(providers: str) -> Device:
+def embedding_device(providers: str) -> EmbeddingDevice:
     """Where ONNX Runtime will embed with ``providers`` ("auto", "cpu", "cuda", "tensorrt")."""
     chosen, _ = resolve_providers(providers, ort.get_available_providers())
     first = chosen[0] if isinstance(chosen[0], str) else chosen[0][0]
-    return "cpu" if first == CPU else "gpu"
+    return "cpu" if first == CPU else "cuda"
 
 
 class SearchService:
@@ -173,7 +173,7 @@ class SearchService:
         faiss_index.set_num_threads(plan.faiss)
         embedder = Embedder(settings.model, providers=settings.providers,
                             intra_op_threads=plan.onnx, batch_size=max(settings.max_batch, 32),
-                            max_pixels=settings.max_pixels, spin=False)
+                            max_pixels=settings.max_pixels, spin=settings.onnx_spin)
         gallery = open_or_create(settings.gallery, embedder, create=settings.create_gallery,
                                  device=settings.device)
         log.info("serving %s with gallery %s (%d items); %s", settings.model, settings.gallery,

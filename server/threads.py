@@ -14,7 +14,7 @@ CPU, micro-batching: ``onnx = cores`` so a lone query's inference uses every cor
 waits no longer than a direct call), and ``lanes = min(2, cores)``: while one batch is in the
 model the next one is stacked and started, and the rows of the previous one are handed out,
 instead of the cores idling between calls. Two concurrent calls share the session's
-``cores``-thread pool, so at most ``cores + 1`` ONNX threads are runnable. GPU: one lane (the
+``cores``-thread pool, so at most ``cores + 1`` ONNX threads are runnable. CUDA: one lane (the
 device runs one batch at a time; a second would only queue on it) and one ONNX CPU thread; the
 cores are left to decoding and searching. Without micro-batching up to ``workers`` inferences
 run at once in the request threads, so each gets ``cores // workers``. A FAISS search runs in
@@ -28,7 +28,7 @@ from typing import Literal
 
 from training.core.cores import usable_cores
 
-Device = Literal["cpu", "gpu"]
+EmbeddingDevice = Literal["cpu", "cuda"]  # resolved: TensorRT and CUDA both embed on the GPU
 
 
 @dataclass(frozen=True)
@@ -40,7 +40,7 @@ class ThreadPlan:
     onnx: int
     faiss: int
     lanes: int = 1
-    device: Device = "cpu"
+    device: EmbeddingDevice = "cpu"
 
     def describe(self) -> str:
         return (f"{self.cores} cores, {self.device}: {self.workers} request threads, "
@@ -55,7 +55,7 @@ def plan_threads(
     faiss: int | None = None,
     lanes: int | None = None,
     cores: int | None = None,
-    device: Device = "cpu",
+    device: EmbeddingDevice = "cpu",
 ) -> ThreadPlan:
     """Fill in the counts not given explicitly (see the module docstring for the arithmetic)."""
     cores = cores or usable_cores()
@@ -63,7 +63,7 @@ def plan_threads(
     share = max(1, cores // workers)
     if not micro_batching:
         default_onnx, default_lanes = share, 1
-    elif device == "gpu":
+    elif device == "cuda":
         default_onnx, default_lanes = 1, 1
     else:
         default_onnx, default_lanes = cores, min(2, cores)

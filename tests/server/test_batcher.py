@@ -130,7 +130,7 @@ def test_a_failing_batch_fails_its_queries_only() -> None:
 
 
 @pytest.mark.parametrize("batching,device,expected", [
-    (True, "cpu", (2, 2, 2, 1, 2)), (False, "cpu", (2, 2, 1, 1, 1)), (True, "gpu", (2, 2, 1, 1, 1)),
+    (True, "cpu", (2, 2, 2, 1, 2)), (False, "cpu", (2, 2, 1, 1, 1)), (True, "cuda", (2, 2, 1, 1, 1)),
 ])
 def test_thread_plan_does_not_oversubscribe(batching: bool, device: str, expected: tuple) -> None:
     plan = plan_threads(micro_batching=batching, cores=2, device=device)  # type: ignore[arg-type]

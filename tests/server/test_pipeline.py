@@ -150,7 +150,17 @@ def test_the_embedding_device_follows_the_providers(monkeypatch: pytest.MonkeyPa
 
     monkeypatch.setattr(service_module.ort, "get_available_providers",
                         lambda: ["CUDAExecutionProvider", "CPUExecutionProvider"])
-    assert embedding_device("auto") == "gpu" and embedding_device("cuda") == "gpu"
+    assert embedding_device("auto") == "cuda" and embedding_device("cuda") == "cuda"
     assert embedding_device("cpu") == "cpu"
     monkeypatch.setattr(service_module.ort, "get_available_providers", lambda: ["CPUExecutionProvider"])
     assert embedding_device("auto") == "cpu" and embedding_device("cuda") == "cpu"  # falls back
+
+
+def test_the_pipeline_flags_reach_the_settings() -> None:
+    from server.cli import build_parser, settings_from_args
+
+    s = settings_from_args(build_parser().parse_args(["--model", "m.onnx", "--gallery", "g",
+                                                      "--embed-lanes", "1", "--onnx-spin"]))
+    assert (s.embed_lanes, s.onnx_spin) == (1, True)
+    default = settings_from_args(build_parser().parse_args(["--model", "m.onnx", "--gallery", "g"]))
+    assert (default.embed_lanes, default.onnx_spin) == (None, False)
