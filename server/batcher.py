@@ -177,11 +177,15 @@ class MicroBatcher:
             raise
         return batch
 
+    def _stack_and_run(self, xs: list[np.ndarray]) -> np.ndarray:
+        # In the embedding thread: a batch of 256x128 crops is megabytes to copy, which the
+        # event loop should not spend its time on.
+        return self._run_batch(np.stack(xs))
+
     async def _run(self, loop: asyncio.AbstractEventLoop, batch: list[_Pending]) -> None:
         started = time.perf_counter()
         try:
-            xb = np.stack([p.x for p in batch])
-            vectors = await loop.run_in_executor(self._executor, self._run_batch, xb)
+            vectors = await loop.run_in_executor(self._executor, self._stack_and_run, [p.x for p in batch])
             if len(vectors) != len(batch):
                 raise RuntimeError(f"the model returned {len(vectors)} embeddings for {len(batch)} queries")
         except asyncio.CancelledError:
