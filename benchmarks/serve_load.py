@@ -452,6 +452,10 @@ def report(results: list[Result], args: argparse.Namespace, plot: str | None) ->
         "baseline is measured before, between and after the two server sweeps so drift shows. "
         f"`python benchmarks/serve_load.py {' '.join(args.argv)}`.",
         "",
+        f"Machine load (1-minute load average, {os.cpu_count()} CPUs) at the start and the end of the "
+        f"run: {args.load_before:.1f} and {os.getloadavg()[0]:.1f}; well above {os.cpu_count()} means "
+        "other jobs took most of the cores and the figures below say little about the goals.",
+        "",
         "CPU columns: milliseconds of CPU per request of the server process (for direct rows: of "
         "the in-process loop) and of the load generator; cores busy = both together per wall "
         f"second, out of {os.cpu_count()}.",
@@ -548,6 +552,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--out", type=Path, default=RESULTS)
     args = p.parse_args(argv)
     args.argv = list(argv if argv is not None else sys.argv[1:])
+    args.load_before = os.getloadavg()[0]
     args.concurrency = tuple(int(c) for c in args.concurrency.split(","))
     names = [n.strip() for n in args.models.split(",") if n.strip()]
     unknown = set(names) - set(MODELS)
