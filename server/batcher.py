@@ -1,10 +1,13 @@
 """Micro-batching: concurrent searches are embedded together in one ONNX Runtime call.
 
 Requests put their preprocessed crop on an asyncio queue and await a future. One consumer
-task takes the first waiting crop, collects more until ``max_batch`` or ``max_wait`` has
-passed, and runs the stacked batch in a dedicated thread (never on the event loop). While a
-batch runs, new crops queue up and form the next batch, so under load batches fill without
-waiting and one inference at a time can use every core.
+task waits for a free *lane* (a batch slot of the embedding stage), takes the first waiting
+crop, collects more until ``max_batch`` or ``max_wait`` has passed, and hands the stacked batch
+to the embedding threads (never the event loop) without waiting for it: with ``lanes`` > 1 the
+next batch forms and starts while the previous one is still in the model, so the Python work
+around one ONNX call (stacking, delivering rows, the callback) overlaps another's compute.
+While every lane is busy, new crops queue up and form the next batch, so under load batches
+fill without waiting.
 
 The consumer waits for more crops only while some query has announced itself
 (:meth:`MicroBatcher.coming`: its upload is being decoded) and is not queued yet: waiting when
@@ -15,6 +18,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import logging
 import time
 from collections.abc import Callable, Iterator
@@ -46,8 +50,9 @@ class _Pending:
 class MicroBatcher:
     """Collects single crops into batches for ``run_batch`` ((B, 3, H, W) -> (B, D)).
 
-    ``on_batch(batch_size, seconds)`` is called after each run (metrics). Use :meth:`start`
-    inside a running event loop and :meth:`stop` before the executor shuts down.
+    At most ``lanes`` batches run at once, in ``executor`` (give it at least ``lanes``
+    threads). ``on_batch(batch_size, seconds)`` is called after each run (metrics). Use
+    :meth:`start` inside a running event loop and :meth:`stop` before the executor shuts down.
     """
 
     def __init__(
@@ -58,7 +63,10 @@ class MicroBatcher:
         max_batch: int,
         max_wait_s: float,
         on_batch: Callable[[int, float], None] | None = None,
+        lanes: int = 1,
     ) -> None:
+        if lanes < 1:
+            raise ValueError(f"lanes must be >= 1, got {lanes}")
         if max_batch < 1:
             raise ValueError(f"max_batch must be >= 1, got {max_batch}")
         if max_wait_s < 0:
@@ -68,6 +76,9 @@ class MicroBatcher:
         self._max_batch = max_batch
         self._max_wait_s = max_wait_s
         self._on_batch = on_batch
+        self._lanes = lanes
+        self._free: asyncio.Semaphore | None = None
+        self._running: set[asyncio.Task[None]] = set()
         self._queue: asyncio.Queue[_Pending] | None = None
         self._task: asyncio.Task[None] | None = None
         self._coming = 0  # queries inside coming(): decoding, about to be submitted
@@ -88,15 +99,19 @@ class MicroBatcher:
 
     async def start(self) -> None:
         self._queue = asyncio.Queue()
+        self._free = asyncio.Semaphore(self._lanes)
         self._task = asyncio.create_task(self._consume(), name="reid-micro-batcher")
 
     async def stop(self) -> None:
-        """Stop consuming; queries still waiting get a ``RuntimeError``."""
-        if self._task is not None:
-            self._task.cancel()
+        """Stop consuming; queries still waiting or inside a running batch get a ``RuntimeError``."""
+        tasks = [t for t in (self._task, *self._running) if t is not None]
+        for task in tasks:
+            task.cancel()
+        for task in tasks:
             with contextlib.suppress(asyncio.CancelledError):
-                await self._task
-            self._task = None
+                await task
+        self._task = None
+        self._running.clear()
         if self._queue is not None:
             while not self._queue.empty():
                 pending = self._queue.get_nowait()
@@ -113,10 +128,37 @@ class MicroBatcher:
         return await pending.future
 
     async def _consume(self) -> None:
-        assert self._queue is not None
+        assert self._queue is not None and self._free is not None
         loop = asyncio.get_running_loop()
         while True:
-            batch = [await self._queue.get()]
+            await self._free.acquire()  # a lane for the batch about to form
+            try:
+                batch = await self._collect(loop)
+            except BaseException:
+                self._free.release()
+                raise
+            # A client that went away cancelled its future; do not spend the model on it.
+            batch = [p for p in batch if not p.future.done()]
+            if not batch:
+                self._free.release()
+                continue
+            task = asyncio.create_task(self._run(loop, batch), name="reid-micro-batch")
+            self._running.add(task)
+            task.add_done_callback(functools.partial(self._finished, batch))
+
+    def _finished(self, batch: list[_Pending], task: asyncio.Task[None]) -> None:
+        self._running.discard(task)
+        assert self._free is not None
+        self._free.release()
+        if task.cancelled():  # also when stop() cancelled it before it ever ran
+            _fail(batch, RuntimeError("the service is shutting down"))
+
+    async def _collect(self, loop: asyncio.AbstractEventLoop) -> list[_Pending]:
+        """The next batch: the first waiting query, whatever else is queued, and what arrives
+        within ``max_wait`` while some announced query is still being prepared."""
+        assert self._queue is not None
+        batch = [await self._queue.get()]
+        try:
             deadline = loop.time() + self._max_wait_s
             while len(batch) < self._max_batch:
                 if not self._queue.empty():
@@ -124,26 +166,31 @@ class MicroBatcher:
                     continue
                 remaining = deadline - loop.time()
                 if remaining <= 0 or self._coming == 0:
-                    break
+                    break  # nothing is on its way: waiting would only delay this batch
                 try:
                     batch.append(await asyncio.wait_for(self._queue.get(), remaining))
                 except TimeoutError:
                     break
-            # A client that went away cancelled its future; do not spend the model on it.
-            batch = [p for p in batch if not p.future.done()]
-            if batch:
-                await self._run(loop, batch)
+        except asyncio.CancelledError:
+            # stop() while the batch was forming: its queries left the queue already.
+            _fail(batch, RuntimeError("the service is shutting down"))
+            raise
+        return batch
+
+    def _stack_and_run(self, xs: list[np.ndarray]) -> np.ndarray:
+        # In the embedding thread: a batch of 256x128 crops is megabytes to copy, which the
+        # event loop should not spend its time on.
+        return self._run_batch(np.stack(xs))
 
     async def _run(self, loop: asyncio.AbstractEventLoop, batch: list[_Pending]) -> None:
         started = time.perf_counter()
         try:
-            xb = np.stack([p.x for p in batch])
-            vectors = await loop.run_in_executor(self._executor, self._run_batch, xb)
+            vectors = await loop.run_in_executor(self._executor, self._stack_and_run, [p.x for p in batch])
             if len(vectors) != len(batch):
                 raise RuntimeError(f"the model returned {len(vectors)} embeddings for {len(batch)} queries")
         except asyncio.CancelledError:
-            # stop() cancelled the consumer mid-batch: these queries left the queue already,
-            # so nobody else would ever answer them.
+            # stop() cancelled this batch mid-run: these queries left the queue already, so
+            # nobody else would ever answer them.
             _fail(batch, RuntimeError("the service is shutting down"))
             raise
         except Exception as exc:  # noqa: BLE001 - delivered to every waiting request

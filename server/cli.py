@@ -45,6 +45,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--max-wait-ms", type=float, help="how long a micro-batch waits to fill (default 2)")
     p.add_argument("--workers", type=int, help="request threads (default: usable cores)")
     p.add_argument("--onnx-threads", type=int, help="ONNX Runtime intra-op threads (default: see docs)")
+    p.add_argument("--onnx-spin", action="store_true", default=None,
+                   help="let idle ONNX Runtime threads busy-wait (lower latency for one client, more CPU)")
+    p.add_argument("--embed-lanes", type=int, help="micro-batches embedded at once (default: see docs)")
     p.add_argument("--faiss-threads", type=int, help="FAISS threads (default: cores // workers)")
     p.add_argument("--providers", help="ONNX Runtime providers: auto (default), cpu, cuda, tensorrt")
     p.add_argument("--device", choices=DEVICES,

@@ -5,8 +5,9 @@ carry, so that a request the schema calls valid is one the server accepts:
 
 * this server's limits (``max_k``, ``max_items_per_identity``, ``max_add_files``), which are
   settings, not constants of the code;
-* uploads: the image media types the decoder reads (multipart ``encoding`` of a single upload)
-  and that a part is never empty; ``POST /gallery`` takes at least one file;
+* uploads: the image media types the decoder reads (multipart ``encoding`` of a single upload,
+  and the raw image bodies ``/search`` also takes) and that a part is never empty; the search
+  form must carry its ``image``; ``POST /gallery`` takes at least one file;
 * form fields: a form leaves out a field it has no value for, so FastAPI's ``null``
   alternative (from the ``None`` default) is dropped; ``null`` sent as text is refused.
 
@@ -23,10 +24,18 @@ from fastapi import FastAPI
 
 from server.settings import Settings
 
-#: The formats the decoder accepts, as multipart part content types.
-IMAGE_MEDIA_TYPES = "image/jpeg, image/png, image/bmp, image/webp"
+#: The formats the decoder accepts, as media types of a raw body or of a multipart part.
+IMAGE_TYPES = ("image/jpeg", "image/png", "image/bmp", "image/webp")
+IMAGE_MEDIA_TYPES = ", ".join(IMAGE_TYPES)
 
 _MULTIPART = "multipart/form-data"
+
+
+def raw_image_body() -> dict[str, Any]:
+    """``openapi_extra`` of a route that also takes the image itself as its body (one media
+    type per decoded format; FastAPI merges it with the multipart body it derives)."""
+    binary = {"type": "string", "format": "binary", "minLength": 1}
+    return {"requestBody": {"required": True, "content": {t: {"schema": binary} for t in IMAGE_TYPES}}}
 
 
 def install_openapi(app: FastAPI, settings: Settings) -> None:
@@ -49,6 +58,12 @@ def complete_schema(schema: dict[str, Any], settings: Settings) -> dict[str, Any
         for name, top in (("k", settings.max_k), ("k_identities", settings.max_k),
                           ("items_per_identity", settings.max_items_per_identity)):
             _query_schema(search, name)["maximum"] = top
+    components = schema.get("components", {}).get("schemas", {})
+    form_body = search.get("requestBody", {}).get("content", {}).get(_MULTIPART) if search else None
+    if form_body is not None:
+        # The upload is optional in the signature only so that a raw image body can stand in
+        # for the form; a form must carry it.
+        components[form_body["schema"]["$ref"].rsplit("/", 1)[-1]]["required"] = ["image"]
     components = schema.get("components", {}).get("schemas", {})
     for path_item in paths.values():
         for operation in path_item.values():

@@ -14,6 +14,7 @@ from index.records import ItemRecord
 from server.access import RateLimited, ReadAccess, WriteAccess
 from server.deps import ServiceDep, get_service
 from server.errors import ApiError, error_responses
+from server.openapi import IMAGE_TYPES, raw_image_body
 from server.responses import add_response, remove_response, search_response, stats_response
 from server.schemas import (
     AddResponse,
@@ -41,12 +42,30 @@ async def _read_upload(file: UploadFile) -> Upload:
     return Upload(data=await file.read(), name=file.filename or "<upload>")
 
 
+async def _search_upload(request: Request, image: UploadFile | None) -> Upload:
+    """The query crop: the form's ``image`` part, or the body itself when its Content-Type is
+    an image type (no multipart to build or parse, for clients that send one crop)."""
+    if image is not None:
+        return await _read_upload(image)
+    content_type = request.headers.get("content-type", "").split(";", 1)[0].strip().lower()
+    if content_type in IMAGE_TYPES:
+        return Upload(data=await request.body(), name="<request body>")
+    if content_type and content_type != "multipart/form-data":
+        raise ApiError(415, "unsupported_media_type", f"Content-Type {content_type} is not accepted: send "
+                       f"the crop as multipart/form-data (part 'image') or as {', '.join(IMAGE_TYPES)}")
+    raise ApiError(422, "invalid_parameter", "no query crop: send multipart/form-data with an 'image' "
+                   f"part, or the image itself as the body ({', '.join(IMAGE_TYPES)})")
+
+
 @router.post("/search", response_model=SearchResponse, tags=["search"], dependencies=[RateLimited],
-             responses=error_responses(400, 401, 413, 415, 422, 429, 503),
-             summary="Find the gallery identities and items nearest to an uploaded crop")
+             responses=error_responses(400, 401, 413, 415, 422, 429, 503), openapi_extra=raw_image_body(),
+             summary="Find the gallery identities and items nearest to an uploaded crop",
+             description="The crop is the multipart part `image`, or the whole body with "
+                         "`Content-Type: image/jpeg` (png, bmp, webp).")
 async def search(
     service: ServiceDep,
-    image: Annotated[UploadFile, File(description="the query crop (JPEG, PNG, BMP or WEBP)")],
+    request: Request,
+    image: Annotated[UploadFile | None, File(description="the query crop (JPEG, PNG, BMP or WEBP)")] = None,
     k: Annotated[int, Query(ge=1, description="nearest items to return (at most the server's max_k)")] = 10,
     k_identities: Annotated[int, Query(ge=0, description="identities to rank (0: none)")] = 5,
     items_per_identity: Annotated[int, Query(ge=1, description="items shown per identity")] = 3,
@@ -71,7 +90,7 @@ async def search(
         time_range=(time_from, time_to) if time_from is not None or time_to is not None else None,
         max_distance=max_distance,
     )
-    return search_response(await service.search(await _read_upload(image), query))
+    return search_response(await service.search(await _search_upload(request, image), query))
 
 
 @router.post("/gallery", response_model=AddResponse, status_code=201, tags=["gallery"],

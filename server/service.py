@@ -3,7 +3,11 @@
 :meth:`SearchService.open` loads everything (blocking; ``reid-serve`` runs it before it
 listens, the app's lifespan otherwise, in a thread) and :meth:`SearchService.aclose` releases
 it. Every blocking step (decode, ONNX, FAISS, SQLite, file writes) runs in the service's thread
-pool or the batcher's thread, never on the event loop.
+pool or the batcher's threads, never on the event loop.
+
+A search is a pipeline of three stages, each overlapping the others under load: decode (a
+request thread per upload), embed (the micro-batcher's lanes) and search (the rows of a batch
+together, one request-thread call: :class:`server.pipeline.Coalescer`).
 
 The service speaks the domain, not HTTP: it returns the records below (and those of
 :mod:`index.records`) and lets the libraries' exceptions through (``ImageDecodeError``,
@@ -25,8 +29,9 @@ from pathlib import Path
 from typing import TypeVar
 
 import numpy as np
+import onnxruntime as ort
 
-from export.runtime import Embedder
+from export.runtime import CPU, Embedder, resolve_providers
 from index import faiss_index
 from index.protocol import GalleryBackend
 from index.opening import open_or_create
@@ -34,8 +39,9 @@ from index.records import GalleryItem, GalleryStats, IdentityMatch, ItemRecord, 
 from server.batcher import MicroBatcher
 from index.crops import MEDIA_TYPES, CropStore
 from server.metrics import Metrics
+from server.pipeline import Coalescer
 from server.settings import Settings
-from server.threads import ThreadPlan, plan_threads
+from server.threads import EmbeddingDevice, ThreadPlan, plan_threads
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
@@ -43,7 +49,8 @@ T = TypeVar("T")
 
 @dataclass(frozen=True)
 class SearchQuery:
-    """Validated search parameters (the route checks ranges)."""
+    """Validated search parameters (the route checks ranges). Hashable (tuples, not lists): the
+    search stage groups the queries of a batch by equal parameters."""
 
     k: int = 10
     k_identities: int = 5
@@ -123,6 +130,16 @@ class _Found:
     done: float
 
 
+_Hits = tuple[list[Match], list[IdentityMatch]]  # one query's nearest items and identities
+
+
+def embedding_device(providers: str) -> EmbeddingDevice:
+    """Where ONNX Runtime will embed with ``providers`` ("auto", "cpu", "cuda", "tensorrt")."""
+    chosen, _ = resolve_providers(providers, ort.get_available_providers())
+    first = chosen[0] if isinstance(chosen[0], str) else chosen[0][0]
+    return "cpu" if first == CPU else "cuda"
+
+
 class SearchService:
     """The model, the gallery and the worker threads of one running app."""
 
@@ -135,13 +152,15 @@ class SearchService:
         self.metrics = metrics
         self.crops = CropStore(gallery.path)
         self._pool = ThreadPoolExecutor(plan.workers, thread_name_prefix="reid-worker")
-        self._embed_thread = ThreadPoolExecutor(1, thread_name_prefix="reid-embed")
+        self._embed_thread = ThreadPoolExecutor(plan.lanes, thread_name_prefix="reid-embed")
         self._write_lock = threading.Lock()  # a crop write + its gallery commit, or a removal + sweep
         self._batcher: MicroBatcher | None = None
+        self._searches = Coalescer(self._search_group, self._pool)
         if settings.micro_batching:
             self._batcher = MicroBatcher(
                 embedder.embed_arrays, self._embed_thread, max_batch=settings.max_batch,
                 max_wait_s=settings.max_wait_ms / 1000.0, on_batch=metrics.observe_batch,
+                lanes=plan.lanes,
             )
         metrics.track_gallery_size(lambda: len(self.gallery))
 
@@ -149,11 +168,12 @@ class SearchService:
     def open(cls, settings: Settings, metrics: Metrics) -> SearchService:
         """Load the model and open (or create) the gallery, with the thread plan applied."""
         plan = plan_threads(micro_batching=settings.micro_batching, workers=settings.workers,
-                            onnx=settings.onnx_threads, faiss=settings.faiss_threads)
+                            onnx=settings.onnx_threads, faiss=settings.faiss_threads,
+                            lanes=settings.embed_lanes, device=embedding_device(settings.providers))
         faiss_index.set_num_threads(plan.faiss)
         embedder = Embedder(settings.model, providers=settings.providers,
                             intra_op_threads=plan.onnx, batch_size=max(settings.max_batch, 32),
-                            max_pixels=settings.max_pixels, spin=False)
+                            max_pixels=settings.max_pixels, spin=settings.onnx_spin)
         gallery = open_or_create(settings.gallery, embedder, create=settings.create_gallery,
                                  device=settings.device)
         log.info("serving %s with gallery %s (%d items); %s", settings.model, settings.gallery,
@@ -200,7 +220,7 @@ class SearchService:
         decoded = time.perf_counter()
         embedded = await self._batcher.submit(x)
         embedded_at = time.perf_counter()
-        matches, identities = await self._in_pool(self._search_blocking, embedded.vector, query)
+        matches, identities = await self._searches.submit((embedded.vector, query))
         return _Found(matches, identities, embedded.batch_size, decoded, embedded_at, time.perf_counter())
 
     def _search_alone(self, upload: Upload, query: SearchQuery) -> _Found:
@@ -208,7 +228,7 @@ class SearchService:
         decoded = time.perf_counter()
         vector = self._embed_alone(x)[0]
         embedded = time.perf_counter()
-        matches, identities = self._search_blocking(vector, query)
+        matches, identities = self._search_rows(vector[None], query)[0]
         return _Found(matches, identities, 1, decoded, embedded, time.perf_counter())
 
     def _preprocess(self, upload: Upload) -> np.ndarray:
@@ -223,18 +243,39 @@ class SearchService:
         self.metrics.observe_batch(1, time.perf_counter() - started)
         return vectors
 
-    def _search_blocking(self, vector: np.ndarray, q: SearchQuery) -> tuple[list[Match], list[IdentityMatch]]:
+    def _search_group(self, group: Sequence[tuple[np.ndarray, SearchQuery]]) -> list[_Hits | Exception]:
+        """Searches of several queries (vector (D,), parameters) in one call: the queries with
+        equal parameters share one FAISS and one metadata lookup; a failing group of equal
+        parameters fails only its own queries."""
+        rows: dict[SearchQuery, list[int]] = {}
+        for position, (_, query) in enumerate(group):
+            rows.setdefault(query, []).append(position)
+        out: list[_Hits | Exception] = [RuntimeError("not searched")] * len(group)
+        for query, positions in rows.items():
+            try:
+                found: list[_Hits] | list[Exception] = self._search_rows(
+                    np.stack([group[p][0] for p in positions]), query)
+            except Exception as exc:  # noqa: BLE001 - delivered to the queries that asked for it
+                found = [exc] * len(positions)
+            for p, hits in zip(positions, found, strict=True):
+                out[p] = hits
+        return out
+
+    def _search_rows(self, vectors: np.ndarray, q: SearchQuery) -> list[_Hits]:
+        """Items and identities nearest to each row of ``vectors`` (M, D) under ``q``."""
         started = time.perf_counter()
-        xq = np.ascontiguousarray(vector[None], dtype=np.float32)
+        xq = np.ascontiguousarray(vectors, dtype=np.float32)
         filters = dict(cameras=q.cameras, exclude_cameras=q.exclude_cameras, time_range=q.time_range,
                        max_distance=q.max_distance)
-        matches = self.gallery.search(xq, q.k, **filters).matches[0]
-        identities = []
+        matches = self.gallery.search(xq, q.k, **filters).matches
+        identities: list[list[IdentityMatch]] = [[] for _ in matches]
         if q.k_identities > 0:
             identities = self.gallery.search_identities(
-                xq, q.k_identities, items_per_identity=q.items_per_identity, **filters)[0]
-        self.metrics.search.observe(time.perf_counter() - started)
-        return matches, identities
+                xq, q.k_identities, items_per_identity=q.items_per_identity, **filters)
+        elapsed = time.perf_counter() - started
+        for _ in matches:  # each query waited for the whole call
+            self.metrics.search.observe(elapsed)
+        return list(zip(matches, identities, strict=True))
 
     # -- writes ----------------------------------------------------------------------------
 

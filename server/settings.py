@@ -48,6 +48,13 @@ class Settings(BaseSettings):
         None, ge=1, description="threads for decoding, search and writes (default: usable cores)"
     )
     onnx_threads: int | None = Field(None, ge=1, description="ONNX Runtime intra-op threads")
+    onnx_spin: bool = Field(
+        False, description="idle ONNX Runtime threads busy-wait: a lone query is faster, but under load "
+                           "they take CPU from decoding and HTTP"
+    )
+    embed_lanes: int | None = Field(
+        None, ge=1, description="micro-batches embedded at once (default: 2 on CPUs, 1 on a GPU)"
+    )
     faiss_threads: int | None = Field(None, ge=1, description="FAISS OpenMP threads")
     providers: str = Field("auto", description="ONNX Runtime providers: auto, cpu, cuda, tensorrt")
     device: Device = Field("cpu", description="where the FAISS gallery searches: auto, cpu or cuda "

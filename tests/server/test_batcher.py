@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import threading
+import time
 from concurrent.futures import ThreadPoolExecutor
 
 import numpy as np
@@ -128,12 +129,87 @@ def test_a_failing_batch_fails_its_queries_only() -> None:
     assert asyncio.run(scenario()).vector.shape == (2,)
 
 
-@pytest.mark.parametrize("batching,expected", [(True, (2, 2, 2, 1)), (False, (2, 2, 1, 1))])
-def test_thread_plan_does_not_oversubscribe(batching: bool, expected: tuple) -> None:
-    plan = plan_threads(micro_batching=batching, cores=2)
-    assert (plan.cores, plan.workers, plan.onnx, plan.faiss) == expected
+@pytest.mark.parametrize("batching,device,expected", [
+    (True, "cpu", (2, 2, 2, 1, 2)), (False, "cpu", (2, 2, 1, 1, 1)), (True, "cuda", (2, 2, 1, 1, 1)),
+])
+def test_thread_plan_does_not_oversubscribe(batching: bool, device: str, expected: tuple) -> None:
+    plan = plan_threads(micro_batching=batching, cores=2, device=device)  # type: ignore[arg-type]
+    assert (plan.cores, plan.workers, plan.onnx, plan.faiss, plan.lanes) == expected
     eight = plan_threads(micro_batching=False, cores=8, workers=4)
     assert eight.workers * eight.onnx <= 8 and eight.workers * eight.faiss <= 8
+    assert plan_threads(micro_batching=True, cores=1).lanes == 1
+
+
+@pytest.mark.parametrize("lanes", [1, 2])
+def test_lanes_run_that_many_batches_at_once(lanes: int) -> None:
+    """Two batches meet at a barrier inside the model: only with two lanes do both get there."""
+    barrier = threading.Barrier(2, timeout=0.5)
+
+    def run(xb: np.ndarray) -> np.ndarray:
+        barrier.wait()
+        return xb.reshape(len(xb), -1)[:, :2].copy()
+
+    async def scenario() -> list:
+        with ThreadPoolExecutor(2) as pool:
+            batcher = MicroBatcher(run, pool, max_batch=1, max_wait_s=0.0, lanes=lanes)
+            await batcher.start()
+            out = await asyncio.gather(*(batcher.submit(np.full((3, 2, 2), i, np.float32)) for i in (1, 2)),
+                                       return_exceptions=True)
+            await batcher.stop()
+            return out
+
+    out = asyncio.run(scenario())
+    if lanes == 2:
+        assert [float(e.vector[0]) for e in out] == [1.0, 2.0]
+    else:
+        assert all(isinstance(e, threading.BrokenBarrierError) for e in out)
+
+
+def test_every_query_gets_its_own_row_across_lanes() -> None:
+    rng = np.random.default_rng(0)
+    delays = iter(rng.uniform(0, 0.01, 1000).tolist())
+    lock = threading.Lock()
+
+    def run(xb: np.ndarray) -> np.ndarray:
+        with lock:
+            delay = next(delays)
+        time.sleep(delay)  # batches finish out of order
+        return xb.reshape(len(xb), -1)[:, :2].copy()
+
+    async def scenario() -> list:
+        with ThreadPoolExecutor(2) as pool:
+            batcher = MicroBatcher(run, pool, max_batch=3, max_wait_s=0.001, lanes=2)
+            await batcher.start()
+
+            async def one(i: int) -> Embedded:
+                await asyncio.sleep(float(rng.uniform(0, 0.02)))
+                return await batcher.submit(np.full((3, 2, 2), i, np.float32))
+
+            out = await asyncio.gather(*(one(i) for i in range(60)))
+            await batcher.stop()
+            return out
+
+    out = asyncio.run(scenario())
+    assert [float(e.vector[0]) for e in out] == [float(i) for i in range(60)]
+
+
+def test_stop_answers_the_queries_of_every_running_lane() -> None:
+    gate = threading.Event()
+
+    async def scenario() -> list:
+        with ThreadPoolExecutor(2) as pool:
+            batcher = MicroBatcher(_run_batch_recording([], gate), pool, max_batch=1, max_wait_s=0.0, lanes=2)
+            await batcher.start()
+            queries = [asyncio.create_task(batcher.submit(np.ones((3, 2, 2), np.float32))) for _ in range(3)]
+            await asyncio.sleep(0.05)  # two batches inside the model, one waiting for a lane
+            await batcher.stop()
+            gate.set()
+            done, _ = await asyncio.wait(queries, timeout=2)
+            return [q.exception() for q in queries if q in done]
+
+    errors = asyncio.run(scenario())
+    assert len(errors) == 3
+    assert all(isinstance(e, RuntimeError) and "shutting down" in str(e) for e in errors)
 
 
 def test_stop_during_a_running_batch_answers_its_queries() -> None:
@@ -183,3 +259,35 @@ def test_a_broken_batch_does_not_stop_the_consumer(fault: str) -> None:
 
     assert asyncio.run(scenario()).vector.shape == (2,)
     assert calls == [1, 1]
+
+
+def test_a_lone_query_runs_beside_a_running_batch_without_waiting() -> None:
+    """With a lane free and nothing else on its way, a query is dispatched at once, however
+    long ``max_wait`` is and however long the other lane's batch takes."""
+    gate = threading.Event()
+    sizes: list[int] = []
+
+    async def scenario() -> tuple[float, Embedded]:
+        with ThreadPoolExecutor(2) as pool:
+            def run(xb: np.ndarray) -> np.ndarray:
+                if float(xb[0, 0, 0, 0]) == 1.0:
+                    gate.wait(5)  # the first batch holds its lane
+                sizes.append(len(xb))
+                return xb.reshape(len(xb), -1)[:, :2].copy()
+
+            batcher = MicroBatcher(run, pool, max_batch=8, max_wait_s=2.0, lanes=2)
+            await batcher.start()
+            held = asyncio.create_task(batcher.submit(np.ones((3, 2, 2), np.float32)))
+            await asyncio.sleep(0.05)
+            loop = asyncio.get_running_loop()
+            started = loop.time()
+            lone = await batcher.submit(np.full((3, 2, 2), 2, np.float32))
+            elapsed = loop.time() - started
+            gate.set()
+            await held
+            await batcher.stop()
+            return elapsed, lone
+
+    elapsed, lone = asyncio.run(scenario())
+    assert elapsed < 0.5 and lone.batch_size == 1 and float(lone.vector[0]) == 2.0
+    assert sizes == [1, 1]
