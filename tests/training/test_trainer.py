@@ -9,13 +9,13 @@ import torch
 from train_data import tiny_args
 
 from training import distributed
-from training.checkpoint import load_checkpoint
+from training.checkpoint import Checkpoint, describe_selection, load_checkpoint, save_checkpoint
 from training.cli.evaluate import main as eval_main
-from training.cli.train import main
+from training.cli.train import build_parser, main
 from training.core.datasets import load_dataset
 from training.core.errors import ReIDError
 from training.losses import UDALoss
-from training.model import ReIDModel
+from training.model import ModelConfig, ReIDModel
 from training.runlog import read_log
 from training.trainer import TrainConfig, build_data, train_step
 from training.validation import hold_out_source_ids
@@ -184,3 +184,15 @@ def test_negative_seed_is_refused_up_front():
     # numpy's default_rng (the PK sampler's) rejects negative seeds only once batches are drawn
     with pytest.raises(ReIDError, match="--seed must be >= 0"):
         TrainConfig(source="s", out="o", mode="source-only", eval_every=0, seed=-1)
+
+
+def test_help_lists_the_loss_reading_and_the_held_out_source_option() -> None:
+    text = " ".join(build_parser().format_help().split())
+    assert "--source-triplet-weight" in text and "(default: 0.0)" in text.split("--source-triplet-weight", 2)[2]
+    assert "--val-ids" in text and "never on target labels" in text
+
+
+def test_a_checkpoint_without_a_recorded_selection_says_so(tmp_path: Path) -> None:
+    model = ReIDModel(ModelConfig(num_classes=3, backbone="resnet18", height=64, width=32, last_stride=1))
+    save_checkpoint(tmp_path / "old.pt", Checkpoint(model.config, model.state_dict(), epoch=4))
+    assert describe_selection(load_checkpoint(tmp_path / "old.pt")).startswith("not recorded (epoch 4)")
