@@ -199,7 +199,7 @@ def write_report(work: Path, args: argparse.Namespace, variants: tuple[Variant, 
         + ", ".join(f"{v.key} {len(seeds_of[v.key])}" for v in present) + ". "
         + (f"Wall time of the last invocation {wall / 60:.0f} min; " if wall else "")
         + f"{args.threads} torch thread(s) per process, on a 2-core machine shared with other users' jobs "
-        "(load average about 10 while it ran), so times vary.",
+        "(load average 10 to 17 while it ran), so times vary.",
         "",
         f"Data (one generated pair, data seed {args.data_seed}, the same for every cell): `reid-synth` with "
         f"{args.ids} identities per domain (half train, half test), {args.images_per_id} images each, "
