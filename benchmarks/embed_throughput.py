@@ -9,7 +9,7 @@ time budget after a warm-up. The achieved GFLOP/s (FLOPs counted with
 measured in the same run, which is about the best this CPU does in float32.
 
     python benchmarks/embed_throughput.py                 # ~5 minutes, writes the results
-    python benchmarks/embed_throughput.py --checkpoint runs/x/best.pt --no-write
+    python benchmarks/embed_throughput.py --checkpoint runs/x/last.pt --no-write
 
 Without ``--checkpoint`` the weights are random (a few SGD steps on generated crops give the
 BatchNorm layers non-trivial statistics); speed does not depend on the weights, the int8

@@ -5,9 +5,11 @@ Layout (written by ``reid-synth --camstyle`` and by ``reid-camstyle``, HHL's nam
     <DIR>/<stem>_fake_<j>.jpg     target training image <stem>.jpg as seen by camera j (1-based)
     <DIR>/camstyle.json           optional; its "cameras" list names the cameras j
 
-``<stem>`` is the target training file name without its extension. The fake for the image's
-own camera may be present (an identical copy) or missing; it is never used, since the original
-image stands for it. Every other camera's fake must exist.
+``<stem>`` is the target training file name without its extension. A camera-style group is the
+original and every generated image the folder holds for it, its own camera's included (HHL's
+1 + C images): ``reid-camstyle generate`` writes G(x, own camera), a real translation, and the
+generated-data oracle writes its own-camera image too. The own-camera image may be missing (the
+group is then 1 + C - 1 images); every other camera's image must exist.
 """
 
 from __future__ import annotations
@@ -30,8 +32,8 @@ _FAKE_RE = re.compile(r"^(?P<stem>.+)_fake_(?P<cam>\d+)\.[A-Za-z]+$")
 class CameraStyleGroup(NamedTuple):
     """A target training image and its camera-style images (one pseudo-identity in L_D).
 
-    ``paths[0]`` is the original; ``paths[1:]`` are the fakes for every other camera, in
-    camera order. ``camid`` is the original's 0-based camera.
+    ``paths[0]`` is the original; ``paths[1:]`` are its generated images in camera order, the
+    own camera's included when the folder holds it. ``camid`` is the original's 0-based camera.
     """
 
     paths: tuple[Path, ...]
@@ -83,9 +85,10 @@ def find_camstyle_groups(
     missing: list[str] = []
     for target in targets:
         by_cam = fakes.get(target.path.stem, {})
-        others = [j for j in cameras if j != target.camid + 1]
-        missing += [f"{target.path.stem}_fake_{j}.jpg" for j in others if j not in by_cam]
-        groups.append(CameraStyleGroup((target.path, *(by_cam.get(j) for j in others)), target.camid))
+        own = target.camid + 1
+        missing += [f"{target.path.stem}_fake_{j}.jpg" for j in cameras if j != own and j not in by_cam]
+        fakes_of = [by_cam[j] for j in cameras if j in by_cam]
+        groups.append(CameraStyleGroup((target.path, *fakes_of), target.camid))
     if missing:
         raise ReIDError(
             f"camstyle folder {path} lacks {len(missing)} camera-style images for cameras {cameras} "

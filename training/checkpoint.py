@@ -32,7 +32,10 @@ class Checkpoint:
     """The state of a training run after ``epoch`` completed epochs.
 
     ``train_config`` and ``metrics`` are JSON-able dicts (the recipe and the last evaluation);
-    ``optimizer_state`` and ``extra`` (scheduler, grad scaler, RNG states...) are what
+    ``selection`` says how this file was chosen among the run's epochs (``rule``: ``"last
+    epoch"`` or ``"best held-out source mAP"``, with the numbers behind it), never on target
+    labels; :func:`describe_selection` prints it. ``optimizer_state`` and ``extra`` (scheduler,
+    grad scaler, RNG states...) are what
     ``--resume`` needs and may be empty in a checkpoint meant only for export.
     """
 
@@ -43,6 +46,7 @@ class Checkpoint:
     metrics: dict[str, Any] = field(default_factory=dict)
     optimizer_state: dict[str, Any] | None = None
     extra: dict[str, Any] = field(default_factory=dict)
+    selection: dict[str, Any] = field(default_factory=dict)
 
     def fingerprint(self) -> str:
         """sha256 hex digest of the model weights (see :func:`weights_fingerprint`)."""
@@ -90,6 +94,7 @@ def save_checkpoint(path: str | os.PathLike[str], checkpoint: Checkpoint) -> Non
         "metrics": checkpoint.metrics,
         "optimizer_state": checkpoint.optimizer_state,
         "extra": checkpoint.extra,
+        "selection": checkpoint.selection,
     }
     write_torch_payload(path, payload)
 
@@ -147,4 +152,17 @@ def load_checkpoint(path: str | os.PathLike[str]) -> Checkpoint:
         metrics=dict(payload.get("metrics") or {}),
         optimizer_state=payload.get("optimizer_state"),
         extra=dict(payload.get("extra") or {}),
+        selection=dict(payload.get("selection") or {}),
     )
+
+
+def describe_selection(checkpoint: Checkpoint) -> str:
+    """One line saying which rule chose this checkpoint, e.g. ``last epoch (epoch 6 of 6)``."""
+    selection = checkpoint.selection
+    rule = selection.get("rule")
+    if rule is None:  # written before checkpoints recorded their selection
+        return f"not recorded (epoch {checkpoint.epoch}); older runs may have chosen best.pt on target labels"
+    text = f"{rule} (epoch {checkpoint.epoch} of {checkpoint.train_config.get('epochs', '?')}"
+    if "val_mAP" in selection:
+        text += f", held-out source mAP {100 * selection['val_mAP']:.1f}% over {selection.get('val_ids')} identities"
+    return text + ")"

@@ -1,10 +1,11 @@
-"""Losses of the UDA recipe: source cross-entropy, batch-hard triplet, and the domain
-connectivity triplet over source images and camera-styled target images.
+"""Losses of the UDA recipe: source cross-entropy and the domain-connectivity triplet L_D over
+source images, target images and their camera-style images (the paper's Eq. 4):
 
     L = sum over branches (global, local) of
-        CE(source) + w_tri * Triplet(source) + theta * L_D(source ∪ target ∪ camera styles)
+        CE(source) + theta * L_D(source ∪ target ∪ camera styles) [+ w * Triplet(source)]
 
-See docs/model.md for how the terms are read from the method.
+The bracketed source triplet is an option (``source_triplet_weight``, default 0): Eq. 4 has only
+L_cross and L_D, and source-source triplets are already inside L_D. See docs/model.md.
 """
 
 from __future__ import annotations
@@ -130,9 +131,15 @@ class DomainConnectivityLoss(nn.Module):
         self.triplet = BatchHardTripletLoss(margin)
 
     def forward(
-        self, source_embed: Tensor, source_pids: Tensor, target_embed: Tensor, target_groups: Tensor
+        self, source_embed: Tensor, source_pids: Tensor,
+        target_embed: Tensor | None = None, target_groups: Tensor | None = None,
     ) -> TripletResult:
-        """source_embed (Ns, D), source_pids (Ns,), target_embed (Nt, D), target_groups (Nt,)."""
+        """source_embed (Ns, D), source_pids (Ns,), target_embed (Nt, D), target_groups (Nt,).
+
+        Without a target batch the union is the source alone, and L_D is the source triplet.
+        """
+        if target_embed is None or target_groups is None:
+            return self.triplet(source_embed, source_pids)
         offset = int(source_pids.max()) + 1 if source_pids.numel() else 0
         offset = max(offset, 0)
         labels = torch.cat([source_pids, target_pseudo_labels(target_groups, offset)])
@@ -142,7 +149,9 @@ class DomainConnectivityLoss(nn.Module):
 class UDALossTerms(NamedTuple):
     """Every term of one batch, each a scalar tensor; ``total`` is the one to backpropagate.
 
-    Terms that do not apply (no target batch, no local branch) are 0.
+    ``tri_source_*`` (the source-only triplet) is always computed for the log, and enters
+    ``total`` only with a non-zero ``source_triplet_weight``. Terms that do not apply (no local
+    branch) are 0.
     """
 
     total: Tensor
@@ -157,12 +166,15 @@ class UDALossTerms(NamedTuple):
 
 
 class UDALoss(nn.Module):
-    """Total loss of one batch, summed over the global and the local branch:
+    """Total loss of one batch, the paper's Eq. 4 summed over the global and the local branch:
 
-        L = sum_b [ CE_b + source_triplet_weight * Tri_b(source) + theta * L_D,b ]
+        L = sum_b [ CE_b + theta * L_D,b + source_triplet_weight * Tri_b(source) ]
 
-    ``CE_b + source_triplet_weight * Tri_b`` is the method's L_cross (supervised source loss).
-    Without a target batch the L_D terms are 0 (source-only training); a model built with
+    L_D,b is one batch-hard triplet over the union of source images (their pids) and target
+    images (one pseudo-identity per camera-style group). Without a target batch (source-only
+    training) the union is the source alone, so L_D is the source triplet and source-only and
+    UDA runs differ only in the target images. ``source_triplet_weight`` (default 0) adds a
+    separate source triplet, the other reading of the paper's Section 2.4. A model built with
     ``use_local=False`` (empty ``local_*`` outputs) gets 0 for the local terms.
     """
 
@@ -171,9 +183,11 @@ class UDALoss(nn.Module):
         theta: float = 0.3,
         margin: float = 0.5,
         label_smoothing: float = 0.0,
-        source_triplet_weight: float = 1.0,
+        source_triplet_weight: float = 0.0,
     ) -> None:
         super().__init__()
+        if theta < 0 or source_triplet_weight < 0:
+            raise ValueError(f"theta and source_triplet_weight must be >= 0, got {theta}, {source_triplet_weight}")
         self.theta = theta
         self.source_triplet_weight = source_triplet_weight
         self.cross_entropy = CrossEntropyLabelSmooth(label_smoothing)
@@ -189,29 +203,28 @@ class UDALoss(nn.Module):
     ) -> UDALossTerms:
         """source: model outputs for Ns labelled images with ``source_pids`` (Ns,) int64 in
         [0, num_classes); target: outputs for Nt target images (originals and camera-style
-        copies) with ``target_groups`` (Nt,) naming each image's original."""
+        images) with ``target_groups`` (Nt,) naming each image's original."""
         if (target is None) != (target_groups is None):
             raise ValueError("target outputs and target_groups must be given together")
         zero = source.global_logits.sum() * 0.0
         use_local = source.local_logits.shape[1] > 0
+        target_global = target.global_embed if target is not None else None
+        target_local = target.local_embed if target is not None else None
 
         ce_global = self.cross_entropy(source.global_logits, source_pids)
         ce_local = self.cross_entropy(source.local_logits, source_pids) if use_local else zero
         tri_global = self.triplet(source.global_embed, source_pids)
         tri_local = self.triplet(source.local_embed, source_pids).loss if use_local else zero
-
-        domain_global, domain_local, active_domain = zero, zero, 0.0
-        if target is not None and target_groups is not None:
-            dom = self.domain(source.global_embed, source_pids, target.global_embed, target_groups)
-            domain_global, active_domain = dom.loss, dom.active_fraction
-            if use_local:
-                domain_local = self.domain(source.local_embed, source_pids, target.local_embed, target_groups).loss
+        dom = self.domain(source.global_embed, source_pids, target_global, target_groups)
+        domain_local = (
+            self.domain(source.local_embed, source_pids, target_local, target_groups).loss if use_local else zero
+        )
 
         total = (
             ce_global
             + ce_local
+            + self.theta * (dom.loss + domain_local)
             + self.source_triplet_weight * (tri_global.loss + tri_local)
-            + self.theta * (domain_global + domain_local)
         )
         return UDALossTerms(
             total=total,
@@ -219,8 +232,8 @@ class UDALoss(nn.Module):
             ce_local=ce_local,
             tri_source_global=tri_global.loss,
             tri_source_local=tri_local,
-            domain_global=domain_global,
+            domain_global=dom.loss,
             domain_local=domain_local,
             active_source_global=tri_global.active_fraction,
-            active_domain_global=active_domain,
+            active_domain_global=dom.active_fraction,
         )

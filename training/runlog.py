@@ -1,7 +1,9 @@
 """The training log: ``OUT/log.jsonl``, one JSON object per line.
 
 Kinds of record (field ``kind``): ``start`` (the recipe), ``step`` (every loss term of one
-step), ``epoch`` (epoch means and images/s), ``eval`` (target mAP, CMC, mINP). Every record
+step), ``epoch`` (epoch means and images/s), ``source_val`` (mAP, CMC, mINP on held-out source
+identities, which choose best.pt) and ``target_report`` (the same on the target's query/gallery,
+reported only, never used to choose). Every record
 carries ``epoch`` (1-based, the epoch it belongs to). On resume, records of epochs the
 checkpoint does not contain are dropped first, so the log reads like one uninterrupted run.
 """

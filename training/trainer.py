@@ -1,11 +1,15 @@
 """The training run behind ``reid-train``: data, model, the loop, checkpoints and the log.
 
 One step = one source P x K batch and (UDA mode) one target batch of T images with all their
-camera-style images, forwarded together; the loss is :class:`training.losses.UDALoss`:
+camera-style images, forwarded together; the loss is :class:`training.losses.UDALoss`, the
+paper's Eq. 4 (plus an optional separate source triplet, weight 0 by default):
 
-    L = sum over branches (global, local) of CE + Tri(source) + theta * L_D(source + target)
+    L = sum over branches (global, local) of CE + theta * L_D(source + target) [+ w * Tri(source)]
 
-Epochs are 1-based; a checkpoint's ``epoch`` counts completed epochs. See docs/training.md.
+Checkpoints: ``last.pt`` every epoch; ``best.pt`` only with ``val_ids`` > 0, chosen on held-out
+source identities. The target's query/gallery is evaluated for the report only and never
+chooses anything. Epochs are 1-based; a checkpoint's ``epoch`` counts completed epochs. See
+docs/training.md.
 """
 
 from __future__ import annotations
@@ -35,6 +39,7 @@ from training.model import BACKBONES, EMBEDDING_KINDS, ModelConfig, ReIDModel, R
 from training.pretrained import load_backbone_weights
 from training.runlog import RunLog
 from training.transforms import train_transform
+from training.validation import hold_out_source_ids
 
 log = logging.getLogger(__name__)
 
@@ -63,6 +68,7 @@ class TrainConfig:
     weight_decay: float = 5e-4
     margin: float = 0.5
     theta: float = 0.3
+    source_triplet_weight: float = 0.0  # a separate source triplet on top of Eq. 4 (0 = Eq. 4)
     dropout: float = 0.5
     label_smoothing: float = 0.0
     p: int = 8  # source identities per batch
@@ -70,6 +76,7 @@ class TrainConfig:
     target_batch: int = 16  # target originals per batch, each with all its camera-style images
     max_steps_per_epoch: int | None = None
     eval_every: int = 5  # epochs; 0 = never (the last epoch is always evaluated otherwise)
+    val_ids: int = 0  # source identities held out to choose best.pt on; 0 = keep only last.pt
     eval_embedding: str = "global"
     eval_batch_size: int = 64
     seed: int = 0
@@ -84,8 +91,10 @@ class TrainConfig:
             raise ReIDError("--target is required in --mode uda (the unlabelled domain)")
         if self.mode == "uda" and self.use_camstyle and not self.camstyle:
             raise ReIDError("--camstyle DIR is required in --mode uda (or pass --no-camstyle)")
-        if self.eval_every > 0 and not self.target:
-            raise ReIDError("evaluation needs --target (its query/gallery); pass --eval-every 0 to train without")
+        if self.eval_every > 0 and not self.target and self.val_ids == 0:
+            raise ReIDError(
+                "evaluation needs --target (its query/gallery) or --val-ids N; pass --eval-every 0 to train without"
+            )
         if self.backbone not in BACKBONES:
             raise ReIDError(f"--backbone must be one of {BACKBONES}, got {self.backbone!r}")
         if self.eval_embedding not in EMBEDDING_KINDS:
@@ -95,10 +104,10 @@ class TrainConfig:
         for name, flag in positive.items():
             if getattr(self, name) < 1:
                 raise ReIDError(f"{flag} must be >= 1, got {getattr(self, name)}")
-        if self.lr <= 0 or self.margin < 0 or self.theta < 0 or self.weight_decay < 0:
-            raise ReIDError("--lr must be > 0 and --margin, --theta, --weight-decay >= 0")
-        if self.workers < 0 or self.eval_every < 0:
-            raise ReIDError("--workers and --eval-every must be >= 0")
+        if self.lr <= 0 or self.margin < 0 or self.theta < 0 or self.weight_decay < 0 or self.source_triplet_weight < 0:
+            raise ReIDError("--lr must be > 0 and --margin, --theta, --weight-decay, --source-triplet-weight >= 0")
+        if self.workers < 0 or self.eval_every < 0 or self.val_ids < 0:
+            raise ReIDError("--workers, --eval-every and --val-ids must be >= 0")
         if self.seed < 0:  # numpy's generators (the PK sampler's) take non-negative seeds only
             raise ReIDError(f"--seed must be >= 0, got {self.seed}")
         if not 0.0 <= self.label_smoothing < 1.0:
@@ -122,16 +131,17 @@ class TrainConfig:
 class TrainData(NamedTuple):
     source: DataLoader  # P x K SourceBatch, batch_sampler is a PKSampler
     target: TargetStream | None  # endless TargetBatch stream (uda mode)
-    eval_set: ReIDDataset | None  # the target's query/gallery
+    eval_set: ReIDDataset | None  # the target's query/gallery: reported, never used to choose
+    val_set: ReIDDataset | None  # held-out source identities (--val-ids): chooses best.pt
     num_classes: int
 
 
 class TrainResult(NamedTuple):
     epochs: int  # completed epochs
     last: Path
-    best: Path | None  # None when no evaluation ran
-    best_mAP: float | None
-    metrics: dict[str, Any]  # the last evaluation, {} when none ran
+    best: Path | None  # chosen on held-out source identities; None without --val-ids
+    best_val_mAP: float | None  # held-out source mAP of ``best``
+    metrics: dict[str, Any]  # the last evaluation ({"target": ..., "source_val": ...}), {} when none ran
 
 
 def resume_config(out: str | Path, **overrides: Any) -> TrainConfig:
@@ -151,9 +161,10 @@ def target_groups(config: TrainConfig) -> list[CameraStyleGroup]:
 
 def build_data(config: TrainConfig, runtime: distributed.Runtime) -> TrainData:
     source = load_dataset(config.source)
+    split = hold_out_source_ids(source, config.val_ids)
     augment = train_transform(config.height, config.width)
     source_batches = source_loader(
-        SourceImages(source.train, augment), config.p, config.k,
+        SourceImages(split.train, augment), config.p, config.k,
         seed=config.seed, workers=config.workers, max_batches=config.max_steps_per_epoch,
     )
     target = None
@@ -162,8 +173,9 @@ def build_data(config: TrainConfig, runtime: distributed.Runtime) -> TrainData:
             TargetGroups(target_groups(config), augment), config.target_batch, seed=config.seed,
             workers=config.workers, num_replicas=runtime.world_size, rank=runtime.rank,
         )
-    eval_set = load_dataset(config.target) if config.eval_every > 0 else None
-    return TrainData(source_batches, target, eval_set, source.num_train_pids)
+    eval_set = load_dataset(config.target) if config.eval_every > 0 and config.target else None
+    val_set = split.val if config.eval_every > 0 else None
+    return TrainData(source_batches, target, eval_set, val_set, split.num_train_pids)
 
 
 def split_outputs(outputs: ReIDOutputs, n: int) -> tuple[ReIDOutputs, ReIDOutputs]:
@@ -230,17 +242,25 @@ def run_epoch(
     return {**means, "images_per_s": images / (time.perf_counter() - start), "steps": steps}
 
 
+LAST_EPOCH, BEST_SOURCE_VAL = "last epoch", "best held-out source mAP"
+
+
 def _checkpoint(model: ReIDModel, optimizer: torch.optim.Optimizer, scaler: torch.amp.GradScaler,
-                epoch: int, config: TrainConfig, metrics: dict[str, Any], best_map: float | None) -> Checkpoint:
+                epoch: int, config: TrainConfig, metrics: dict[str, Any], best_val: float | None,
+                rule: str) -> Checkpoint:
+    selection: dict[str, Any] = {"rule": rule}
+    if rule == BEST_SOURCE_VAL:
+        selection.update(val_mAP=best_val, val_ids=config.val_ids)
     return Checkpoint(
         model.config, model.state_dict(), epoch=epoch, train_config=config.to_dict(), metrics=metrics,
-        optimizer_state=optimizer.state_dict(), extra={"scaler": scaler.state_dict(), "best_mAP": best_map},
+        optimizer_state=optimizer.state_dict(), extra={"scaler": scaler.state_dict(), "best_val_mAP": best_val},
+        selection=selection,
     )
 
 
-def _eval_metrics(model: ReIDModel, data: TrainData, config: TrainConfig, device: torch.device) -> dict[str, Any]:
+def _eval_metrics(model: ReIDModel, dataset: ReIDDataset, config: TrainConfig, device: torch.device) -> dict[str, Any]:
     result = evaluate_model(
-        model, data.eval_set, embedding=config.eval_embedding, batch_size=config.eval_batch_size, device=device
+        model, dataset, embedding=config.eval_embedding, batch_size=config.eval_batch_size, device=device
     )
     return {**metrics_record(result), "embedding": config.eval_embedding}
 
@@ -264,7 +284,7 @@ def _train(config: TrainConfig, runtime: distributed.Runtime, resume: bool) -> T
     model = ReIDModel(config.model_config(data.num_classes))
     optimizer = torch.optim.Adam(model.parameters(), lr=config.lr, weight_decay=config.weight_decay)
     scaler = torch.amp.GradScaler("cuda", enabled=runtime.device.type == "cuda")  # mixed precision on CUDA
-    done, best_map, metrics = 0, None, {}
+    done, best_val, metrics = 0, None, {}
     if resume:
         ckpt = load_checkpoint(out / LAST)
         model.load_state_dict(ckpt.model_state)
@@ -272,13 +292,14 @@ def _train(config: TrainConfig, runtime: distributed.Runtime, resume: bool) -> T
         optimizer.load_state_dict(ckpt.optimizer_state)
         if ckpt.extra.get("scaler"):  # a CPU run's scaler is disabled and saves nothing
             scaler.load_state_dict(ckpt.extra["scaler"])
-        done, best_map, metrics = ckpt.epoch, ckpt.extra.get("best_mAP"), ckpt.metrics.get("eval", {})
+        done, best_val, metrics = ckpt.epoch, ckpt.extra.get("best_val_mAP"), ckpt.metrics.get("eval", {})
         log.info("resuming %s after epoch %d of %d", out / LAST, done, config.epochs)
     else:
         load_backbone_weights(model, config.pretrained)  # raises when asked-for weights are absent
     model.to(runtime.device)
     net = DistributedDataParallel(model) if runtime.distributed else model
-    loss_fn = UDALoss(theta=config.theta, margin=config.margin, label_smoothing=config.label_smoothing)
+    loss_fn = UDALoss(theta=config.theta, margin=config.margin, label_smoothing=config.label_smoothing,
+                      source_triplet_weight=config.source_triplet_weight)
     runlog = None
     if runtime.is_main:
         out.mkdir(parents=True, exist_ok=True)
@@ -298,16 +319,32 @@ def _train(config: TrainConfig, runtime: distributed.Runtime, resume: bool) -> T
         if runtime.is_main:
             runlog.write("epoch", epoch=epoch, **losses)
             if due:
-                metrics = _eval_metrics(model, data, config, runtime.device)
-                runlog.write("eval", epoch=epoch, **metrics)
-                log.info("epoch %d target mAP %.1f%% rank-1 %.1f%%", epoch, 100 * metrics["mAP"], 100 * metrics["rank1"])
-            improved = due and (best_map is None or metrics["mAP"] > best_map)
-            best_map = metrics["mAP"] if improved else best_map
-            ckpt = _checkpoint(model, optimizer, scaler, epoch, config, {"losses": losses, "eval": metrics}, best_map)
-            save_checkpoint(out / LAST, ckpt)
+                metrics = _evaluate(model, data, config, runtime.device, epoch, runlog)
+            improved = due and data.val_set is not None and (
+                best_val is None or metrics["source_val"]["mAP"] > best_val)
+            best_val = metrics["source_val"]["mAP"] if improved else best_val
+            record = {"losses": losses, "eval": metrics}
+            save_checkpoint(out / LAST, _checkpoint(model, optimizer, scaler, epoch, config, record, best_val, LAST_EPOCH))
             if improved:
+                ckpt = _checkpoint(model, optimizer, scaler, epoch, config, record, best_val, BEST_SOURCE_VAL)
                 save_checkpoint(out / BEST, ckpt)
         distributed.barrier(runtime)  # the other processes wait for evaluation and the checkpoint
 
     best = out / BEST if (out / BEST).exists() else None
-    return TrainResult(config.epochs, out / LAST, best, best_map, metrics)
+    return TrainResult(config.epochs, out / LAST, best, best_val, metrics)
+
+
+def _evaluate(model: ReIDModel, data: TrainData, config: TrainConfig, device: torch.device, epoch: int,
+              runlog: RunLog) -> dict[str, Any]:
+    """Held-out source metrics (they choose best.pt) and target metrics (reported only)."""
+    metrics: dict[str, Any] = {}
+    if data.val_set is not None:
+        metrics["source_val"] = _eval_metrics(model, data.val_set, config, device)
+        runlog.write("source_val", epoch=epoch, **metrics["source_val"])
+        log.info("epoch %d held-out source mAP %.1f%% (chooses best.pt)", epoch, 100 * metrics["source_val"]["mAP"])
+    if data.eval_set is not None:
+        metrics["target"] = _eval_metrics(model, data.eval_set, config, device)
+        runlog.write("target_report", epoch=epoch, **metrics["target"])
+        log.info("epoch %d target mAP %.1f%% rank-1 %.1f%% (report only: target labels choose nothing)",
+                 epoch, 100 * metrics["target"]["mAP"], 100 * metrics["target"]["rank1"])
+    return metrics

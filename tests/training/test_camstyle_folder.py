@@ -18,26 +18,30 @@ def copy_camstyle(two_domains: Path, tmp_path: Path) -> Path:
     return folder
 
 
-def test_each_target_image_gets_its_original_then_every_other_camera(two_domains: Path) -> None:
+def test_each_target_image_gets_its_original_then_every_camera_its_own_included(two_domains: Path) -> None:
     targets = load_unlabelled_images(two_domains / "market")
     groups = find_camstyle_groups(targets, two_domains / "market" / "camstyle")
     assert len(groups) == len(targets)
     for target, group in zip(targets, groups):
         assert group.paths[0] == target.path and group.camid == target.camid
-        others = [j for j in range(1, 7) if j != target.camid + 1]
-        assert [p.name for p in group.paths[1:]] == [f"{target.path.stem}_fake_{j}.jpg" for j in others]
+        assert [p.name for p in group.paths[1:]] == [f"{target.path.stem}_fake_{j}.jpg" for j in range(1, 7)]
         assert all(p.is_file() for p in group.paths)
 
 
-def test_own_camera_fake_missing_and_no_manifest_give_the_same_groups(two_domains: Path, tmp_path: Path) -> None:
+def test_a_missing_own_camera_image_leaves_the_others_and_no_manifest_changes_nothing(
+    two_domains: Path, tmp_path: Path
+) -> None:
     targets = load_unlabelled_images(two_domains / "market")
     folder = copy_camstyle(two_domains, tmp_path)
     (folder / "camstyle.json").unlink()
-    for target in targets:
-        (folder / f"{target.path.stem}_fake_{target.camid + 1}.jpg").unlink()
-    groups = find_camstyle_groups(targets, folder)
-    reference = find_camstyle_groups(targets, two_domains / "market" / "camstyle")
-    assert [[p.name for p in g.paths] for g in groups] == [[p.name for p in g.paths] for g in reference]
+    assert [g.paths[1:] for g in find_camstyle_groups(targets, folder)] == [
+        tuple(folder / p.name for p in g.paths[1:])
+        for g in find_camstyle_groups(targets, two_domains / "market" / "camstyle")
+    ]
+    (folder / f"{targets[0].path.stem}_fake_{targets[0].camid + 1}.jpg").unlink()
+    group = find_camstyle_groups(targets, folder)[0]
+    others = [j for j in range(1, 7) if j != targets[0].camid + 1]
+    assert [p.name for p in group.paths[1:]] == [f"{targets[0].path.stem}_fake_{j}.jpg" for j in others]
 
 
 def test_empty_or_unrelated_folder_is_a_clear_error(two_domains: Path, tmp_path: Path) -> None:

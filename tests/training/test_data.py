@@ -26,10 +26,10 @@ def test_target_batch_holds_each_original_then_its_camera_styles(two_domains: Pa
     transform = eval_transform(64, 32)
     stream, groups = target_stream(two_domains, transform)
     batch = next(iter(stream))
-    assert batch.images.shape == (3 * 6, 3, 64, 32)  # 3 originals x (original + 5 other cameras)
-    assert batch.groups.tolist() == [g for g in batch.groups.unique_consecutive().tolist() for _ in range(6)]
+    assert batch.images.shape == (3 * 7, 3, 64, 32)  # 3 originals x (original + all 6 cameras)
+    assert batch.groups.tolist() == [g for g in batch.groups.unique_consecutive().tolist() for _ in range(7)]
     for row, index in enumerate(batch.groups.tolist()):
-        path = groups[index].paths[row % 6]
+        path = groups[index].paths[row % 7]
         assert torch.equal(batch.images[row], transform(decode_image(path)))
     pseudo = target_pseudo_labels(batch.groups, offset=6)
     assert pseudo.min() == 6 and len(pseudo.unique()) == 3

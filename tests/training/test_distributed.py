@@ -19,7 +19,8 @@ def test_torchrun_two_processes_write_one_checkpoint(two_domains: Path, tmp_path
     out = tmp_path / "ddp"
     command = [
         sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2",
-        "-m", "training.cli.train", *tiny_args(two_domains, out, "--epochs", "2", "--eval-every", "2", "--workers", "1"),
+        "-m", "training.cli.train", *tiny_args(two_domains, out, "--epochs", "2", "--eval-every", "2", "--val-ids", "2",
+                                                        "--workers", "1"),
     ]
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
     done = subprocess.run(command, env=env, capture_output=True, text=True, timeout=300)
@@ -29,5 +30,6 @@ def test_torchrun_two_processes_write_one_checkpoint(two_domains: Path, tmp_path
     records = read_log(out / "log.jsonl")
     assert [r["kind"] for r in records].count("start") == 1 and records[0]["world_size"] == 2
     assert [r["epoch"] for r in records if r["kind"] == "epoch"] == [1, 2]
-    assert [r["epoch"] for r in records if r["kind"] == "eval"] == [2]
+    assert [r["epoch"] for r in records if r["kind"] == "source_val"] == [2]
+    assert [r["epoch"] for r in records if r["kind"] == "target_report"] == [2]
     assert done.stdout.count("wrote ") == 1  # only rank 0 reports

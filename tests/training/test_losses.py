@@ -131,29 +131,61 @@ def test_total_loss_reaches_every_parameter_of_both_branches() -> None:
     assert all(torch.isfinite(p.grad).all() for p in net.parameters())
 
 
-def test_total_is_the_documented_weighted_sum() -> None:
+def hand_batch_hard(emb: torch.Tensor, labels: list[int], margin: float = 0.5) -> torch.Tensor:
+    return torch.tensor(brute_force_batch_hard(emb, labels, margin)[0])
+
+
+def test_default_total_is_eq4_computed_by_hand() -> None:
+    """L = sum over branches of CE + 0.3 * L_D, L_D one triplet over source + target groups."""
     net = small_model()
     source_images, source_pids, target_images, target_groups = uda_batch()
     with torch.no_grad():
-        terms = UDALoss(theta=0.3)(net(source_images), source_pids, net(target_images), target_groups)
-    expected = (
-        terms.ce_global + terms.ce_local + terms.tri_source_global + terms.tri_source_local
-        + 0.3 * (terms.domain_global + terms.domain_local)
-    )
-    torch.testing.assert_close(terms.total, expected)
+        src, tgt = net(source_images), net(target_images)
+        terms = UDALoss()(src, source_pids, tgt, target_groups)
+    # source pids 0 and 3, so target groups 0, 1 become classes 4, 5: disjoint from every source class
+    labels = source_pids.tolist() + [4 + g for g in target_groups.tolist()]
+    expected = torch.zeros(())
+    for logits, s_emb, t_emb in ((src.global_logits, src.global_embed, tgt.global_embed),
+                                 (src.local_logits, src.local_embed, tgt.local_embed)):
+        ce = -F.log_softmax(logits, dim=1)[torch.arange(len(source_pids)), source_pids].mean()
+        expected = expected + ce + 0.3 * hand_batch_hard(torch.cat([s_emb, t_emb]), labels)
+    torch.testing.assert_close(terms.total, expected, rtol=1e-5, atol=1e-5)
     assert all(float(t) > 0 for t in (terms.ce_global, terms.ce_local, terms.domain_global, terms.domain_local))
+    assert float(terms.tri_source_global) > 0  # logged, but not in the default total
+
+
+def test_source_triplet_weight_adds_a_separate_source_triplet() -> None:
+    net = small_model()
+    source_images, source_pids, target_images, target_groups = uda_batch()
+    with torch.no_grad():
+        src, tgt = net(source_images), net(target_images)
+        eq4 = UDALoss()(src, source_pids, tgt, target_groups)
+        both = UDALoss(source_triplet_weight=1.0)(src, source_pids, tgt, target_groups)
+    by_hand = sum(hand_batch_hard(e, source_pids.tolist()) for e in (src.global_embed, src.local_embed))
+    torch.testing.assert_close(both.total - eq4.total, by_hand, rtol=1e-5, atol=1e-5)
+
+
+def test_source_only_l_d_is_the_source_triplet() -> None:
+    net = small_model()
+    source_images, source_pids, _, _ = uda_batch()
+    with torch.no_grad():
+        src = net(source_images)
+        terms = UDALoss(theta=0.3)(src, source_pids)
+    torch.testing.assert_close(terms.domain_global, hand_batch_hard(src.global_embed, source_pids.tolist()))
+    torch.testing.assert_close(terms.total, terms.ce_global + terms.ce_local + 0.3 * (
+        terms.domain_global + terms.domain_local))
 
 
 def test_source_only_and_no_local_modes() -> None:
     source_images, source_pids, _, _ = uda_batch()
     net = small_model()
     source_only = UDALoss()(net(source_images), source_pids)
-    assert source_only.domain_global.item() == 0.0 and source_only.domain_local.item() == 0.0
+    assert source_only.domain_global.item() > 0 and source_only.domain_local.item() > 0
     assert source_only.ce_local.item() > 0
 
     global_only = small_model(use_local=False)
     terms = UDALoss()(global_only(source_images), source_pids)
-    assert terms.ce_local.item() == 0.0 and terms.tri_source_local.item() == 0.0
+    assert terms.ce_local.item() == 0.0 and terms.tri_source_local.item() == 0.0 and terms.domain_local.item() == 0.0
     terms.total.backward()  # the global branch still trains
     assert global_only.global_head.classifier.weight.grad.abs().sum() > 0
     with pytest.raises(ValueError, match="together"):

@@ -9,13 +9,16 @@ import torch
 from train_data import tiny_args
 
 from training import distributed
-from training.checkpoint import load_checkpoint
-from training.cli.train import main
+from training.checkpoint import Checkpoint, describe_selection, load_checkpoint, save_checkpoint
+from training.cli.evaluate import main as eval_main
+from training.cli.train import build_parser, main
+from training.core.datasets import load_dataset
 from training.core.errors import ReIDError
 from training.losses import UDALoss
-from training.model import ReIDModel
+from training.model import ModelConfig, ReIDModel
 from training.runlog import read_log
 from training.trainer import TrainConfig, build_data, train_step
+from training.validation import hold_out_source_ids
 
 
 @pytest.fixture(autouse=True)
@@ -23,28 +26,69 @@ def few_threads() -> None:
     torch.set_num_threads(1)  # the machine is shared; a 1-thread run is also bit-reproducible
 
 
-def test_a_tiny_run_writes_checkpoints_and_a_log(two_domains: Path, tmp_path: Path) -> None:
+def test_a_tiny_run_writes_last_pt_and_no_checkpoint_chosen_on_target_labels(
+    two_domains: Path, tmp_path: Path
+) -> None:
     out = tmp_path / "run"
     assert main(tiny_args(two_domains, out, "--epochs", "2", "--eval-every", "1")) == 0
     last = load_checkpoint(out / "last.pt")
     assert last.epoch == 2 and last.train_config["epochs"] == 2
-    assert set(last.metrics["eval"]) >= {"mAP", "rank1", "rank5", "rank10", "mINP"}
-    assert last.optimizer_state["state"] and last.extra["best_mAP"] == max(
-        r["mAP"] for r in read_log(out / "log.jsonl") if r["kind"] == "eval"
-    )
-    assert (out / "best.pt").is_file()
+    assert last.train_config["source_triplet_weight"] == 0.0 and last.train_config["val_ids"] == 0
+    assert last.selection == {"rule": "last epoch"}
+    assert set(last.metrics["eval"]["target"]) >= {"mAP", "rank1", "rank5", "rank10", "mINP"}
+    assert last.optimizer_state["state"]
+    assert sorted(p.name for p in out.iterdir()) == ["last.pt", "log.jsonl"]  # no best.pt without --val-ids
     records = read_log(out / "log.jsonl")
-    assert [r["kind"] for r in records if r["kind"] != "step"] == ["start", "epoch", "eval", "epoch", "eval"]
+    kinds = [r["kind"] for r in records if r["kind"] != "step"]
+    assert kinds == ["start", "epoch", "target_report", "epoch", "target_report"]
     steps = [r for r in records if r["kind"] == "step"]
     assert [(r["epoch"], r["step"]) for r in steps] == [(1, 1), (1, 2), (2, 1), (2, 2)]
     for name in ("total", "ce_global", "ce_local", "tri_source_global", "tri_source_local", "domain_global", "domain_local"):
         assert all(r[name] > 0 for r in steps), name
-    # the total is the documented weighting of the terms
+    # the total is Eq. 4: the source triplet is logged but weighs 0 by default
     r = steps[0]
-    expected = r["ce_global"] + r["ce_local"] + r["tri_source_global"] + r["tri_source_local"] + 0.3 * (
-        r["domain_global"] + r["domain_local"])
-    assert r["total"] == pytest.approx(expected, rel=1e-5)
+    assert r["total"] == pytest.approx(r["ce_global"] + r["ce_local"] + 0.3 * (r["domain_global"] + r["domain_local"]),
+                                       rel=1e-5)
     assert main(tiny_args(two_domains, out, "--epochs", "2")) == 2  # never overwrites a run silently
+
+
+def test_val_ids_choose_best_pt_on_held_out_source_identities(
+    two_domains: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    out = tmp_path / "run"
+    assert main(tiny_args(two_domains, out, "--epochs", "3", "--eval-every", "1", "--val-ids", "2",
+                          "--source-triplet-weight", "1")) == 0
+    records = read_log(out / "log.jsonl")
+    val = [r for r in records if r["kind"] == "source_val"]
+    assert [r["epoch"] for r in val] == [1, 2, 3] and all(r["num_valid_queries"] > 0 for r in val)
+    best = load_checkpoint(out / "best.pt")
+    first_best = max(val, key=lambda r: (r["mAP"], -r["epoch"]))
+    assert best.selection == {"rule": "best held-out source mAP", "val_mAP": first_best["mAP"], "val_ids": 2}
+    assert best.epoch == first_best["epoch"] and best.model_config.num_classes == 4  # 6 source ids - 2 held out
+    step = next(r for r in records if r["kind"] == "step")
+    assert step["total"] == pytest.approx(step["ce_global"] + step["ce_local"] + step["tri_source_global"]
+                                          + step["tri_source_local"] + 0.3 * (step["domain_global"] + step["domain_local"]),
+                                          rel=1e-5)
+    capsys.readouterr()
+    assert eval_main(["--checkpoint", str(out / "best.pt"), "--data", str(two_domains / "market"), "--device", "cpu"]) == 0
+    printed = capsys.readouterr().out
+    assert f"checkpoint chosen by: best held-out source mAP (epoch {best.epoch} of 3" in printed
+
+
+def test_held_out_source_split_is_query_gallery_of_unseen_identities(two_domains: Path) -> None:
+    source = load_dataset(two_domains / "duke")
+    split = hold_out_source_ids(source, 2)
+    held = {s.pid for s in split.val.query} | {s.pid for s in split.val.gallery}
+    trained = {source.train_original_pids[s.pid] for s in source.train} - held
+    assert len(held) == 2 and split.num_train_pids == source.num_train_pids - 2
+    assert sorted({s.pid for s in split.train}) == list(range(split.num_train_pids))
+    assert len(split.train) + len(split.val.query) + len(split.val.gallery) == len(source.train)
+    assert {(s.pid, s.camid) for s in split.val.query} == {(s.pid, s.camid) for s in split.val.query + split.val.gallery}
+    assert len(split.val.query) == len({(s.pid, s.camid) for s in split.val.query})  # one query per id and camera
+    assert trained and not trained & held
+    assert hold_out_source_ids(source, 2).val == split.val  # the same identities whatever the run
+    with pytest.raises(ReIDError, match="--val-ids must be 0 or between 2 and"):
+        hold_out_source_ids(source, source.num_train_pids - 1)
 
 
 def adam_steps(optimizer_state: dict) -> set[float]:
@@ -140,3 +184,15 @@ def test_negative_seed_is_refused_up_front():
     # numpy's default_rng (the PK sampler's) rejects negative seeds only once batches are drawn
     with pytest.raises(ReIDError, match="--seed must be >= 0"):
         TrainConfig(source="s", out="o", mode="source-only", eval_every=0, seed=-1)
+
+
+def test_help_lists_the_loss_reading_and_the_held_out_source_option() -> None:
+    text = " ".join(build_parser().format_help().split())
+    assert "--source-triplet-weight" in text and "(default: 0.0)" in text.split("--source-triplet-weight", 2)[2]
+    assert "--val-ids" in text and "never on target labels" in text
+
+
+def test_a_checkpoint_without_a_recorded_selection_says_so(tmp_path: Path) -> None:
+    model = ReIDModel(ModelConfig(num_classes=3, backbone="resnet18", height=64, width=32, last_stride=1))
+    save_checkpoint(tmp_path / "old.pt", Checkpoint(model.config, model.state_dict(), epoch=4))
+    assert describe_selection(load_checkpoint(tmp_path / "old.pt")).startswith("not recorded (epoch 4)")

@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 import json
 
-from training.checkpoint import load_checkpoint
+from training.checkpoint import describe_selection, load_checkpoint
 from training.core.datasets import load_dataset
 from training.distributed import resolve_device
 from training.core.cliargs import ArgumentParser, add_device_argument, positive_int
@@ -25,7 +25,7 @@ def build_parser() -> argparse.ArgumentParser:
             "identity and camera removed, junk ignored): mAP, CMC rank-1/5/10 and mINP."
         ),
     )
-    parser.add_argument("--checkpoint", required=True, help="a .pt file written by reid-train (last.pt or best.pt)")
+    parser.add_argument("--checkpoint", required=True, help="a .pt file written by reid-train (last.pt, or best.pt from a --val-ids run)")
     parser.add_argument("--data", required=True, help="data set root with query/ and bounding_box_test/")
     parser.add_argument("--embedding", choices=EMBEDDING_KINDS, default="global",
                         help="search feature: global = POOL-5 (the paper's), global+local adds the BiLSTM (default: %(default)s)")
@@ -54,13 +54,14 @@ def main(argv: list[str] | None = None) -> int:
         metrics = {
             **metrics_record(result),
             "embedding": args.embedding, "checkpoint": str(args.checkpoint), "epoch": checkpoint.epoch,
-            "data": str(args.data), **rerank_record(rerank, aqe),
+            "chosen_by": describe_selection(checkpoint), "data": str(args.data), **rerank_record(rerank, aqe),
         }
         if args.json:
             print(json.dumps(metrics))
         else:
             print(f"{args.checkpoint} (epoch {checkpoint.epoch}) on {args.data}, {args.embedding} embedding"
                   f"{describe_rerank(rerank, aqe)}")
+            print(f"checkpoint chosen by: {describe_selection(checkpoint)}")
             print(result.summary())
         return 0
 

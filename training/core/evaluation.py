@@ -62,7 +62,7 @@ class EvalResult(NamedTuple):
     num_queries: int
 
     def summary(self, ranks: tuple[int, ...] = (1, 5, 10)) -> str:
-        """One line in percent, e.g. ``mAP 35.2% | R1 65.8% | R5 82.5% | R10 87.4% | mINP ...``."""
+        """One line in percent: ``mAP x% | R1 x% | R5 x% | R10 x% | mINP x% | (valid/all queries ...)``."""
         parts = [f"mAP {100 * self.mAP:.1f}%"]
         parts += [f"R{r} {100 * self.cmc[r - 1]:.1f}%" for r in ranks if r <= len(self.cmc)]
         parts.append(f"mINP {100 * self.mINP:.1f}%")
