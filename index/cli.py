@@ -80,7 +80,9 @@ def _model_args(parser: argparse.ArgumentParser) -> None:
 
 def _spec_args(parser: argparse.ArgumentParser, default: str | None) -> None:
     parser.add_argument("--index-type", choices=INDEX_TYPES, default=default,
-                        help="flat (exact), ivf_flat or ivf_pq; for a new gallery (default: flat)")
+                        help="flat (exact), ivf_flat, ivf_pq, ivf_sq8, or auto (exact while small, then "
+                             "IVF-SQ8 retrained as the gallery grows; docs/gallery.md); for a new gallery "
+                             "(default: flat)")
     parser.add_argument("--nlist", type=positive_int, default=IndexSpec.nlist, help="IVF lists (default: %(default)s)")
     parser.add_argument("--nprobe", type=positive_int, default=IndexSpec.nprobe, help="IVF lists searched (default: %(default)s)")
     parser.add_argument("--m", type=positive_int, default=IndexSpec.m, help="IVF-PQ sub-quantisers, must divide the dimension (default: %(default)s)")

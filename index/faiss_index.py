@@ -27,10 +27,23 @@ log = logging.getLogger(__name__)
 FLAT = "flat"
 IVF_FLAT = "ivf_flat"
 IVF_PQ = "ivf_pq"
-INDEX_TYPES = (FLAT, IVF_FLAT, IVF_PQ)
+IVF_SQ8 = "ivf_sq8"
+AUTO = "auto"
+#: Layouts an index can have (what a snapshot holds).
+LAYOUTS = (FLAT, IVF_FLAT, IVF_PQ, IVF_SQ8)
+#: What a gallery can be created with: a layout, or ``auto`` (the layout follows the size).
+INDEX_TYPES = (*LAYOUTS, AUTO)
 
 # FAISS's k-means warns below 39 training points per centroid; fewer gives poor centroids.
 _POINTS_PER_CENTROID = 39
+
+# ``auto``'s table (docs/gallery.md, measured in benchmarks/results/index_search.md): exact
+# below AUTO_EXACT_BELOW items, above it IVF-SQ8 with nlist ~ 4 sqrt(N) rounded to a power of
+# two in [AUTO_MIN_NLIST, AUTO_MAX_NLIST], probing AUTO_NPROBE lists.
+AUTO_EXACT_BELOW = 50_000
+AUTO_MIN_NLIST = 1024
+AUTO_MAX_NLIST = 16384
+AUTO_NPROBE = 16
 
 
 def set_num_threads(n: int) -> None:
@@ -60,13 +73,52 @@ def validate_spec(spec: IndexSpec, dim: int) -> None:
 
 
 def min_train_size(spec: IndexSpec) -> int:
-    """How many stored vectors an IVF index needs before it is trained (0 for flat)."""
+    """How many stored vectors an IVF index needs before it is trained (0 for flat; for
+    ``auto``, the size at which it leaves the exact index)."""
     if spec.index_type == FLAT:
         return 0
+    if spec.index_type == AUTO:
+        return AUTO_EXACT_BELOW
     need = _POINTS_PER_CENTROID * spec.nlist
     if spec.index_type == IVF_PQ:
         need = max(need, _POINTS_PER_CENTROID * (1 << spec.nbits))
     return need
+
+
+def auto_nlist(count: int) -> int:
+    """``auto``'s list count for ``count`` vectors: the power of two nearest 4 sqrt(count),
+    clipped to [AUTO_MIN_NLIST, AUTO_MAX_NLIST] and to count / 39 (enough points to train)."""
+    nlist = 1 << max(0, round(np.log2(4 * np.sqrt(max(count, 1)))))
+    nlist = min(max(nlist, AUTO_MIN_NLIST), AUTO_MAX_NLIST)
+    while nlist > 1 and _POINTS_PER_CENTROID * nlist > count:
+        nlist //= 2
+    return nlist
+
+
+def plan(spec: IndexSpec, count: int) -> IndexSpec | None:
+    """The concrete layout a gallery of ``spec`` searches ``count`` vectors with, or None for
+    the exact flat index (``flat``, an IVF type not yet trainable, ``auto`` while small).
+
+    For ``auto`` the answer grows with ``count`` (see :data:`AUTO_EXACT_BELOW`); a gallery
+    retrains when the planned ``nlist`` exceeds the live index's (:func:`outgrown`).
+    """
+    if spec.index_type == FLAT or count < min_train_size(spec):
+        return None
+    if spec.index_type != AUTO:
+        return spec
+    nlist = auto_nlist(count)
+    return IndexSpec(index_type=IVF_SQ8, nlist=nlist, nprobe=AUTO_NPROBE,
+                     train_size=max(spec.train_size, _POINTS_PER_CENTROID * nlist))
+
+
+def outgrown(index: faiss.Index, layout: str, target: IndexSpec | None) -> bool:
+    """Whether the live ``index`` (of ``layout``) should be rebuilt as ``target`` (from
+    :func:`plan`): it is still the exact stand-in, or ``target`` wants more lists."""
+    if target is None:
+        return False
+    if layout != target.index_type:
+        return True
+    return is_ivf(index) and target.nlist > index.nlist
 
 
 def new_flat(dim: int) -> faiss.Index:
@@ -81,6 +133,12 @@ def train_ivf(spec: IndexSpec, dim: int, sample: np.ndarray) -> faiss.Index:
         index = faiss.IndexIVFFlat(quantizer, dim, spec.nlist, faiss.METRIC_L2)
     elif spec.index_type == IVF_PQ:
         index = faiss.IndexIVFPQ(quantizer, dim, spec.nlist, spec.m, spec.nbits)
+    elif spec.index_type == IVF_SQ8:
+        # One byte per dimension with per-dimension ranges, on the vectors themselves (not
+        # residuals): scanning needs no per-list query table, and at 2048-d the rounding error
+        # (about 1e-4 of a squared distance) is far below the gaps between neighbours.
+        index = faiss.IndexIVFScalarQuantizer(quantizer, dim, spec.nlist, faiss.ScalarQuantizer.QT_8bit,
+                                              faiss.METRIC_L2, False)
     else:
         raise ValueError(f"{spec.index_type} is not an IVF type")
     # The index owns its quantizer once we return; without this the Python object would free it.
@@ -105,6 +163,11 @@ def is_ivf(index: faiss.Index) -> bool:
     return isinstance(index, faiss.IndexIVF)
 
 
+def is_approximate(index: faiss.Index) -> bool:
+    """Whether ``index``'s distances are estimates from compressed codes (IVF-SQ8, IVF-PQ)."""
+    return isinstance(index, (faiss.IndexIVFScalarQuantizer, faiss.IndexIVFPQ))
+
+
 @dataclass(frozen=True)
 class RawHits:
     """FAISS output: ``D`` (M, k) float32 squared L2, ``I`` (M, k) int64, -1 where empty."""
@@ -113,12 +176,25 @@ class RawHits:
     I: np.ndarray  # noqa: E741
 
 
+def scan_budget(index: faiss.Index, nprobe: int) -> int:
+    """Most stored vectors one query of an IVF ``index`` scans at ``nprobe``: what ``nprobe``
+    lists of average size hold (all of them at ``nprobe = nlist``).
+
+    Why a budget: k-means on high-dimensional clustered embeddings leaves hub lists, whose
+    centroids average many identities and so lie near every query; without a cap each query
+    probes its own list and then mostly hubs, scanning ~9x what nprobe / nlist promises
+    (docs/gallery.md, "Why IVF-Flat was slower than exact"). Lists are probed nearest first
+    and the one being scanned is finished, so the query's own lists are always scanned.
+    """
+    return int(nprobe * -(-index.ntotal // index.nlist))
+
+
 def search(index: faiss.Index, xq: np.ndarray, k: int, allowed: np.ndarray | None, nprobe: int | None) -> RawHits:
     """k-NN of ``xq`` (M, dim) among ids where ``allowed`` (bool over the id range) is True.
 
     ``allowed=None`` searches everything. The mask becomes a FAISS IDSelectorBitmap, so the
     filter is applied inside the scan and a row comes back full whenever k items pass it
-    (for IVF, whenever k passing items lie in the probed lists).
+    (for IVF, whenever k passing items lie in the lists scanned within :func:`scan_budget`).
     """
     selector = None
     if allowed is not None:
@@ -126,7 +202,8 @@ def search(index: faiss.Index, xq: np.ndarray, k: int, allowed: np.ndarray | Non
         # The selector borrows ``bitmap``'s memory: it stays referenced until the search ends.
         selector = faiss.IDSelectorBitmap(bitmap.size, faiss.swig_ptr(bitmap))
     if is_ivf(index):
-        params = faiss.SearchParametersIVF(sel=selector, nprobe=nprobe or index.nprobe)
+        nprobe = nprobe or index.nprobe
+        params = faiss.SearchParametersIVF(sel=selector, nprobe=nprobe, max_codes=scan_budget(index, nprobe))
     elif selector is not None:
         params = faiss.SearchParameters(sel=selector)
     else:

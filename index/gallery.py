@@ -144,7 +144,8 @@ class Gallery:
         """Create an empty gallery folder at ``path`` (new, or empty) and open it.
 
         ``fingerprint`` identifies the embedding model; later opens check it. ``index_type``
-        is ``"flat"`` (exact), ``"ivf_flat"`` or ``"ivf_pq"`` (see docs/gallery.md).
+        is ``"flat"`` (exact), ``"ivf_flat"``, ``"ivf_pq"``, ``"ivf_sq8"`` or ``"auto"`` (exact
+        while small, then IVF-SQ8 retrained as the gallery grows; see docs/gallery.md).
         ``extra`` is JSON-serialisable information kept verbatim in the manifest (e.g. which
         embedding the model exports); ``checkpoint_every`` saves a snapshot after that many
         added/removed items (None: only on ``checkpoint()`` and ``close()``).
@@ -400,7 +401,8 @@ class Gallery:
             self._check_open()
             hits = search.nearest(self._index, self._filters, xq, k, cameras=cameras,
                                   exclude_cameras=exclude_cameras, time_range=time_range,
-                                  max_distance=max_distance, gpu=self._gpu)
+                                  max_distance=max_distance, gpu=self._gpu,
+                                  vectors=self._store.vectors_by_ids)
             D, I = hits.D, hits.I  # noqa: E741
             found = self._store.items_by_ids(I[I >= 0].tolist())
         matches = [
@@ -433,7 +435,8 @@ class Gallery:
             self._check_open()
             return search.nearest(self._index, self._filters, xq, k, cameras=cameras,
                                   exclude_cameras=exclude_cameras, time_range=time_range,
-                                  max_distance=max_distance, gpu=self._gpu)
+                                  max_distance=max_distance, gpu=self._gpu,
+                                  vectors=self._store.vectors_by_ids)
 
     def labels(self) -> GalleryLabels:
         """pid and camera of every stored item, ascending by id (see :class:`GalleryLabels`)."""
@@ -483,7 +486,8 @@ class Gallery:
             self._check_open()
             ranked = search.rank_identities(self._index, self._filters, xq, k_identities, items_per_identity,
                                             cameras=cameras, exclude_cameras=exclude_cameras,
-                                            time_range=time_range, max_distance=max_distance)
+                                            time_range=time_range, max_distance=max_distance,
+                                            vectors=self._store.vectors_by_ids)
             found = self._store.items_by_ids(i for row in ranked for hits in row for i in hits.ids)
         return [
             [IdentityMatch(pid=hits.pid, distance=hits.distances[0],
@@ -538,18 +542,20 @@ class Gallery:
         self._dirty = max(self._dirty, 1)  # the snapshot on disk no longer matches
 
     def _maybe_train_locked(self) -> None:
+        """Train (or, for ``auto``, retrain with more lists) once the size calls for it."""
         spec = self.spec
-        if spec.index_type == FLAT or self._layout != FLAT:
+        if spec.index_type == FLAT:
             return
-        need = faiss_index.min_train_size(spec)
         count = int(self._index.ntotal)
-        if count < need:
+        target = faiss_index.plan(spec, count)
+        if target is None:
             if not self._warned_untrained:
                 log.info("gallery %s: %s needs %d vectors to train, has %d; searching exactly until then",
-                         self.path, spec.index_type, need, count)
+                         self.path, spec.index_type, faiss_index.min_train_size(spec), count)
                 self._warned_untrained = True
             return
-        self._rebuild_locked()
+        if faiss_index.outgrown(self._index, self._layout, target):
+            self._rebuild_locked()
 
     def _maybe_autosave_locked(self) -> None:
         if self._checkpoint_every is None or self._dirty < self._checkpoint_every:

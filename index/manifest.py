@@ -28,7 +28,9 @@ READABLE_VERSIONS = (1, 2)
 class IndexSpec:
     """Which FAISS index to build and how.
 
-    ``index_type`` is ``"flat"`` (exact), ``"ivf_flat"`` or ``"ivf_pq"``. ``nlist`` inverted
+    ``index_type`` is ``"flat"`` (exact), ``"ivf_flat"``, ``"ivf_pq"``, ``"ivf_sq8"`` or
+    ``"auto"`` (the layout and its ``nlist`` / ``nprobe`` follow the gallery's size, see
+    :func:`index.faiss_index.plan`; the fields below then only give ``train_size``). ``nlist`` inverted
     lists; ``nprobe`` lists visited per query; ``m`` PQ sub-quantisers (must divide the
     dimension) of ``nbits`` bits each; ``train_size`` the most vectors sampled for training.
     """

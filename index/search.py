@@ -4,7 +4,8 @@ No locks, no SQLite, no metadata: :class:`index.gallery.Gallery` validates the i
 the read lock around these calls and looks the resulting ids up in its store. The functions
 here decide *which* ids come back and at what distance:
 
-* :func:`knn` -- FAISS k-NN inside a filter, widening IVF probing until the rows are full;
+* :func:`knn` -- FAISS k-NN inside a filter, widening IVF probing until the rows are full,
+  and re-ranking an approximate index's shortlist by the stored float vectors;
 * :func:`true_distances` -- FAISS squared L2 to Euclidean, empty and too-far slots marked;
 * :func:`nearest` -- filtered, ranked, true-distance neighbours (what ``search`` returns);
 * :func:`rank_identities` -- identities ranked by their best match, each with its nearest
@@ -16,7 +17,7 @@ and the per-identity counts are positive ints, ``max_distance`` is None or >= 0.
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from typing import NamedTuple
 
 import faiss
@@ -26,8 +27,14 @@ from index import faiss_index
 from index.faiss_index import GpuMirror, RawHits
 from index.filters import FilterColumns
 from index.records import Neighbours
+from index.store import VectorBatch
 
 TimeRange = tuple[float | None, float | None]
+#: Stored float vectors of the given ids (those that exist, ascending by id): the exact
+#: coordinates an approximate index's shortlist is re-ranked with.
+VectorLookup = Callable[[np.ndarray], VectorBatch]
+#: An approximate index is asked for RERANK x k candidates, re-ranked exactly to k.
+RERANK = 4
 
 
 class IdentityHits(NamedTuple):
@@ -40,13 +47,16 @@ class IdentityHits(NamedTuple):
 
 
 def knn(index: faiss.Index, xq: np.ndarray, k: int, allowed: np.ndarray | None,
-        gpu: GpuMirror | None = None) -> RawHits:
+        gpu: GpuMirror | None = None, vectors: VectorLookup | None = None) -> RawHits:
     """Raw FAISS hits of ``xq`` (M, dim): ``D`` (M, k) squared L2 and ``I`` (M, k) ids.
 
     ``allowed`` is a boolean mask over the id range (None: every stored item). Each row holds
     min(k, passing items) hits; the remaining slots are ``inf`` / -1. For IVF, probing doubles
     while some row is short and unprobed lists remain, so a filter that empties the probed
-    lists still gets its results. ``gpu``, if given, serves unfiltered searches.
+    lists still gets its results. ``gpu``, if given, serves unfiltered searches. With
+    ``vectors`` an index of approximate distances (IVF-SQ8, IVF-PQ) returns :data:`RERANK`
+    times k candidates, ranked again by exact distances to the stored vectors, so ``D`` is
+    exact and the order is the exact order of the shortlist.
     """
     M = xq.shape[0]
     n_pass = int(index.ntotal) if allowed is None else int(allowed.sum())
@@ -55,21 +65,48 @@ def knn(index: faiss.Index, xq: np.ndarray, k: int, allowed: np.ndarray | None,
     I = np.full((M, k), -1, dtype=np.int64)  # noqa: E741 - FAISS's name for the id matrix
     if k_eff == 0:
         return RawHits(D=D, I=I)
+    rerank = vectors is not None and faiss_index.is_approximate(index)
+    fetch = min(n_pass, RERANK * k_eff) if rerank else k_eff
+    hits = _probe(index, xq, fetch, allowed, gpu)
+    if rerank:
+        hits = exact_rerank(hits, xq, vectors, k_eff)
+    D[:, :k_eff], I[:, :k_eff] = hits.D[:, :k_eff], hits.I[:, :k_eff]
+    return RawHits(D=D, I=I)
+
+
+def _probe(index: faiss.Index, xq: np.ndarray, k: int, allowed: np.ndarray | None,
+           gpu: GpuMirror | None) -> RawHits:
+    """FAISS's k hits (k <= passing items), on the GPU copy when unfiltered and given one;
+    on the CPU, IVF probing doubles while a row is short and unprobed lists remain."""
     if gpu is not None and allowed is None:
         gpu_index = gpu.get(index)
         if gpu_index is not None:
-            hits = faiss_index.search(gpu_index, xq, k_eff, None, None)
-            D[:, :k_eff], I[:, :k_eff] = hits.D, hits.I
-            return RawHits(D=D, I=I)
+            return faiss_index.search(gpu_index, xq, k, None, None)
     nprobe = index.nprobe if faiss_index.is_ivf(index) else None
     while True:
-        hits = faiss_index.search(index, xq, k_eff, allowed, nprobe)
-        short = (hits.I >= 0).sum(axis=1).min() < k_eff
+        hits = faiss_index.search(index, xq, k, allowed, nprobe)
+        short = (hits.I >= 0).sum(axis=1).min() < k
         if nprobe is None or not short or nprobe >= index.nlist:
-            break
+            return hits
         nprobe = min(index.nlist, nprobe * 2)
-    D[:, :k_eff], I[:, :k_eff] = hits.D, hits.I
-    return RawHits(D=D, I=I)
+
+
+def exact_rerank(hits: RawHits, xq: np.ndarray, vectors: VectorLookup, k: int) -> RawHits:
+    """The k nearest of each row's candidates in ``hits`` by exact squared L2 to their stored
+    vectors: (M, k) ``D`` float32 / ``I`` int64, ``inf`` / -1 where a row had fewer."""
+    valid = hits.I >= 0
+    batch = vectors(hits.I[valid])
+    rows = np.searchsorted(batch.ids, hits.I[valid])
+    # A candidate whose vector is gone (not possible under the gallery's lock) ranks last.
+    found = (rows < batch.ids.size) & (batch.ids[np.minimum(rows, batch.ids.size - 1)] == hits.I[valid])
+    D = np.full(hits.D.shape, np.inf, dtype=np.float32)
+    cand = batch.xb[np.minimum(rows, batch.ids.size - 1)]
+    diff = cand - xq[np.nonzero(valid)[0]]
+    exact = np.einsum("ij,ij->i", diff, diff)
+    D[valid] = np.where(found, exact, np.inf)
+    order = np.argsort(D, axis=1, kind="stable")[:, :k]
+    I = np.take_along_axis(np.where(np.isinf(D), -1, hits.I), order, axis=1)  # noqa: E741
+    return RawHits(D=np.take_along_axis(D, order, axis=1), I=I)
 
 
 def true_distances(hits: RawHits, max_distance: float | None) -> tuple[np.ndarray, np.ndarray]:
@@ -86,15 +123,15 @@ def true_distances(hits: RawHits, max_distance: float | None) -> tuple[np.ndarra
 def nearest(index: faiss.Index, filters: FilterColumns, xq: np.ndarray, k: int, *,
             cameras: Iterable[int] | None = None, exclude_cameras: Iterable[int] | None = None,
             time_range: TimeRange | None = None, max_distance: float | None = None,
-            gpu: GpuMirror | None = None) -> Neighbours:
+            gpu: GpuMirror | None = None, vectors: VectorLookup | None = None) -> Neighbours:
     """The k nearest items of each query that pass the filters, ranked by true Euclidean
     distance: ``D`` (M, k) float32 and ``I`` (M, k) int64, ``inf`` / -1 in empty slots.
 
     The filters are those of :meth:`FilterColumns.mask`; ``max_distance`` empties slots
-    farther than it.
+    farther than it; ``vectors`` re-ranks an approximate index's shortlist (:func:`knn`).
     """
     allowed = filters.mask(cameras, exclude_cameras, time_range)
-    D, I = true_distances(knn(index, xq, k, allowed, gpu), max_distance)  # noqa: E741
+    D, I = true_distances(knn(index, xq, k, allowed, gpu, vectors), max_distance)  # noqa: E741
     return Neighbours(D=D, I=I)
 
 
@@ -123,7 +160,8 @@ def group_by_pid(D: np.ndarray, I: np.ndarray, pids: np.ndarray,  # noqa: E741
 def rank_identities(index: faiss.Index, filters: FilterColumns, xq: np.ndarray, k_identities: int,
                     items_per_identity: int, *, cameras: Iterable[int] | None = None,
                     exclude_cameras: Iterable[int] | None = None, time_range: TimeRange | None = None,
-                    max_distance: float | None = None) -> list[list[IdentityHits]]:
+                    max_distance: float | None = None,
+                    vectors: VectorLookup | None = None) -> list[list[IdentityHits]]:
     """For each query, up to ``k_identities`` identities ranked by their best match, each with
     its ``items_per_identity`` nearest items passing the filters (fewer if it has fewer).
 
@@ -140,7 +178,7 @@ def rank_identities(index: faiss.Index, filters: FilterColumns, xq: np.ndarray, 
     pending = list(range(xq.shape[0]))
     fetch = min(n_pass, max(32, 4 * k_identities * items_per_identity))
     while pending and fetch > 0:
-        D, I = true_distances(knn(index, xq[pending], fetch, allowed), None)  # noqa: E741
+        D, I = true_distances(knn(index, xq[pending], fetch, allowed, vectors=vectors), None)  # noqa: E741
         still = []
         for row, q in enumerate(pending):
             valid = I[row] >= 0

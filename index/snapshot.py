@@ -31,7 +31,7 @@ import numpy as np
 from index import faiss_index
 from index.faiss_index import FLAT
 from index.filters import FilterColumns
-from index.manifest import MANIFEST_NAME, Manifest, Snapshot, read_manifest, write_manifest
+from index.manifest import MANIFEST_NAME, IndexSpec, Manifest, Snapshot, read_manifest, write_manifest
 from index.records import ItemRecord
 from index.store import MetadataStore
 from training.core.errors import ReIDError
@@ -172,13 +172,14 @@ def read_filters(store: MetadataStore) -> FilterColumns:
 
 
 def build_from_store(folder: Path, manifest: Manifest, store: MetadataStore) -> IndexState:
-    """A fresh index of every vector in ``store``: the spec's IVF type, trained on a sample of
-    them, once there are enough to train it; an exact flat index before that (and for flat)."""
-    spec = manifest.spec
+    """A fresh index of every vector in ``store``: the layout :func:`faiss_index.plan` gives
+    the spec at this size, trained on a sample of them; an exact flat index while there are
+    too few to train (and for flat)."""
     count = store.count()
-    if spec.index_type != FLAT and count >= faiss_index.min_train_size(spec):
-        index = _train(folder, manifest, store, count)
-        layout = spec.index_type
+    target = faiss_index.plan(manifest.spec, count)
+    if target is not None:
+        index = _train(folder, manifest, store, target, count)
+        layout = target.index_type
     else:
         index, layout = faiss_index.new_flat(manifest.dim), FLAT
     for batch in store.iter_vectors(batch=REPLAY_BATCH):
@@ -186,14 +187,14 @@ def build_from_store(folder: Path, manifest: Manifest, store: MetadataStore) -> 
     return IndexState(index, layout, read_filters(store))
 
 
-def _train(folder: Path, manifest: Manifest, store: MetadataStore, count: int) -> faiss.Index:
-    """An empty IVF index trained on a uniform sample of up to max(train_size, minimum) of
-    the ``count`` stored vectors (seeded, so a rebuild of the same rows trains the same)."""
-    spec = manifest.spec
-    n = min(count, max(spec.train_size, faiss_index.min_train_size(spec)))
+def _train(folder: Path, manifest: Manifest, store: MetadataStore, target: IndexSpec, count: int) -> faiss.Index:
+    """An empty IVF index of ``target`` trained on a uniform sample of up to max(train_size,
+    minimum) of the ``count`` stored vectors (seeded, so a rebuild of the same rows trains the
+    same)."""
+    n = min(count, max(target.train_size, faiss_index.min_train_size(target)))
     sample = store.sample_vectors(n, np.random.default_rng(0))
     log.info("gallery %s: training %s (nlist=%d%s) on %d of %d stored vectors", folder,
-             spec.index_type, spec.nlist,
-             f", m={spec.m}, nbits={spec.nbits}" if spec.index_type == "ivf_pq" else "",
+             target.index_type, target.nlist,
+             f", m={target.m}, nbits={target.nbits}" if target.index_type == faiss_index.IVF_PQ else "",
              sample.shape[0], count)
-    return faiss_index.train_ivf(spec, manifest.dim, sample)
+    return faiss_index.train_ivf(target, manifest.dim, sample)

@@ -354,14 +354,19 @@ class MetadataStore:
         all_ids = np.asarray([r[0] for r in conn.execute("SELECT id FROM items")], dtype=np.int64)
         if all_ids.size > n:
             all_ids = np.sort(rng.choice(all_ids, size=n, replace=False))
+        return self.vectors_by_ids(all_ids).xb
+
+    def vectors_by_ids(self, ids: np.ndarray) -> VectorBatch:
+        """The stored vectors of those ``ids`` that exist, ascending by id (duplicates once)."""
+        conn = self._read()
         parts = []
-        for chunk in _chunks(all_ids.tolist()):
+        for chunk in _chunks(np.unique(ids).tolist()):
             q = ",".join("?" * len(chunk))
-            rows = conn.execute(f"SELECT id, vector FROM items WHERE id IN ({q})", chunk).fetchall()
-            parts.append(self._to_batch(rows).xb)
+            rows = conn.execute(f"SELECT id, vector FROM items WHERE id IN ({q}) ORDER BY id", chunk).fetchall()
+            parts.append(self._to_batch(rows))
         if not parts:
-            return np.empty((0, self.dim), dtype=np.float32)
-        return np.concatenate(parts)
+            return VectorBatch(ids=np.empty(0, dtype=np.int64), xb=np.empty((0, self.dim), dtype=np.float32))
+        return VectorBatch(ids=np.concatenate([p.ids for p in parts]), xb=np.concatenate([p.xb for p in parts]))
 
     def _to_batch(self, rows: list[tuple[int, bytes]]) -> VectorBatch:
         ids = np.fromiter((r[0] for r in rows), dtype=np.int64, count=len(rows))

@@ -3,6 +3,7 @@ true distances, IVF probe widening and identity ranking."""
 
 from __future__ import annotations
 
+import faiss
 import numpy as np
 import pytest
 from gallery_data import (
@@ -18,6 +19,7 @@ from index import faiss_index, search
 from index.faiss_index import RawHits
 from index.filters import FilterColumns
 from index.manifest import IndexSpec
+from index.store import VectorBatch
 
 DIM = 16
 
@@ -143,3 +145,74 @@ def test_rank_identities_with_nothing_passing_is_empty(gallery):
                                  population.xb[:2], 3, 2, cameras=[99])
     assert got == [[], []]
 
+
+
+def _ivf_sq8(population: Population, ids: np.ndarray, nlist: int = 16):
+    spec = IndexSpec(index_type="ivf_sq8", nlist=nlist, nprobe=1, train_size=len(ids))
+    index = faiss_index.train_ivf(spec, DIM, population.xb)
+    faiss_index.add(index, population.xb, ids)
+    return index
+
+
+@pytest.mark.parametrize("filters", FILTERS[1:])
+def test_ivf_sq8_filtered_search_equals_exact_filtered_search(gallery, filters):
+    population, ids = gallery
+    # Embeddings bunched by identity, as ReID features are: a query's neighbours share its list.
+    centres = np.random.default_rng(5).standard_normal((13, DIM)).astype(np.float32) * 4
+    clustered = Population(xb=centres[population.pids % 13] + population.xb * 0.5, records=population.records)
+    xq = clustered.xb[::37] + 0.05  # near stored items, as real queries are
+    k = 10
+    columns = _columns(clustered, ids)
+    exact = search.nearest(_flat(clustered, ids), columns, xq, k, **filters)
+    # nprobe 1 of 16: a selective filter leaves the probed list short, so probing must widen;
+    # the shortlist is re-ranked by the stored float vectors, so distances are exact too.
+    got = search.nearest(_ivf_sq8(clustered, ids), columns, xq, k, vectors=_lookup(clustered, ids), **filters)
+    np.testing.assert_array_equal(got.I, exact.I)
+    np.testing.assert_allclose(got.D, exact.D, rtol=1e-5, atol=1e-5)
+
+
+def _lookup(population: Population, ids: np.ndarray):
+    def vectors(wanted: np.ndarray) -> VectorBatch:
+        wanted = np.unique(wanted)
+        return VectorBatch(ids=wanted, xb=population.xb[np.searchsorted(ids, wanted)])
+    return vectors
+
+
+def test_exact_rerank_orders_the_shortlist_by_true_distance():
+    xb = np.array([[0.0], [1.0], [2.0], [3.0]], dtype=np.float32)
+    ids = np.array([10, 11, 12, 13])
+    # an approximate index's order (wrong), with an empty slot
+    hits = RawHits(D=np.array([[0.1, 0.2, 0.3, np.inf]], dtype=np.float32), I=np.array([[13, 10, 11, -1]]))
+    got = search.exact_rerank(hits, np.array([[2.9]], dtype=np.float32), _lookup(Population(xb, []), ids), 3)
+    assert got.I.tolist() == [[13, 11, 10]]
+    np.testing.assert_allclose(got.D, [[0.01, 3.61, 8.41]], rtol=1e-5)
+    got = search.exact_rerank(hits, np.array([[2.9]], dtype=np.float32), _lookup(Population(xb, []), ids), 4)
+    assert got.I.tolist() == [[13, 11, 10, -1]] and np.isinf(got.D[0, 3])
+
+
+def test_scan_budget_caps_the_vectors_one_query_scans():
+    # One hub list holds most vectors, as k-means leaves on high-dimensional clustered data;
+    # every query probes it second. The budget stops the scan at nprobe average lists' worth.
+    rng = np.random.default_rng(0)
+    centres = rng.standard_normal((8, DIM)).astype(np.float32) * 10
+    sizes = [2000] + [100] * 7
+    xb = np.concatenate([c + rng.standard_normal((n, DIM)).astype(np.float32) for c, n in zip(centres, sizes, strict=True)])
+    spec = IndexSpec(index_type="ivf_flat", nlist=8, nprobe=2, train_size=len(xb))
+    index = faiss_index.train_ivf(spec, DIM, xb)
+    faiss_index.add(index, xb, np.arange(len(xb), dtype=np.int64))
+    xq = centres[1:] + 0.1
+    stats = faiss.cvar.indexIVF_stats
+    stats.reset()
+    hits = faiss_index.search(index, xq, 10, None, 2)
+    budget = faiss_index.scan_budget(index, 2)
+    assert budget == 2 * (len(xb) // 8 + 1)
+    # each query finishes the list it is in when it reaches the budget, never more
+    assert stats.ndis <= len(xq) * (budget + max(sizes))
+    assert stats.ndis < len(xq) * sizes[0]
+    # the query's own list comes first: its true neighbours are found
+    exact = np.argsort(brute_force(xq, xb), axis=1)[:, :10]
+    np.testing.assert_array_equal(np.sort(hits.I, axis=1), np.sort(exact, axis=1))
+    # probing every list scans everything: exhaustive, as before
+    stats.reset()
+    faiss_index.search(index, xq, 10, None, 8)
+    assert stats.ndis == len(xq) * len(xb)

@@ -119,3 +119,64 @@ def test_thread_count_setting():
         faiss.omp_set_num_threads(before)
     with pytest.raises(ReIDError, match="positive integer"):
         faiss_index.set_num_threads(0)
+
+
+def test_ivf_sq8_gallery_reranks_to_exact_distances(tmp_path):
+    xb, xq = _clustered(1500, 0), _clustered(50, 1)
+    with Gallery.create(tmp_path / "g", DIM, "m", "ivf_sq8", nlist=16, nprobe=16) as gallery:
+        _fill(gallery, xb)
+        assert gallery.stats().active_index == "ivf_sq8"
+        # every list probed: only the one-byte codes stand between this and exact, and the
+        # exact re-ranking of 4k candidates repairs what they blur
+        assert _recall_at_10(gallery, xb, xq) == 1.0
+        result = gallery.search(xq, 10)
+        # the shortlist is re-ranked by the stored floats: reported distances are exact
+        exact = brute_force(xq, xb)
+        np.testing.assert_allclose(result.D, np.take_along_axis(exact, result.I - 1, 1), rtol=1e-4, atol=1e-4)
+    with Gallery.open(tmp_path / "g") as gallery:
+        assert gallery.stats().active_index == "ivf_sq8"
+        np.testing.assert_array_equal(gallery.search(xq, 10).I, result.I)
+
+
+def test_auto_plan_table():
+    assert faiss_index.plan(faiss_index.IndexSpec(index_type="auto"), faiss_index.AUTO_EXACT_BELOW - 1) is None
+    sizes = [50_000, 200_000, 1_000_000, 10_000_000, 100_000_000]
+    plans = [faiss_index.plan(faiss_index.IndexSpec(index_type="auto"), n) for n in sizes]
+    assert [p.index_type for p in plans] == ["ivf_sq8"] * 5
+    assert [p.nlist for p in plans] == [1024, 2048, 4096, 16384, 16384]
+    assert all(39 * p.nlist <= n and p.train_size >= 39 * p.nlist for p, n in zip(plans, sizes, strict=True))
+    # explicit types keep their parameters; flat never trains
+    spec = faiss_index.IndexSpec(index_type="ivf_flat", nlist=16)
+    assert faiss_index.plan(spec, 623) is None and faiss_index.plan(spec, 624) == spec
+    assert faiss_index.plan(faiss_index.IndexSpec(), 10**9) is None
+
+
+def test_auto_gallery_goes_from_exact_to_ivf_and_retrains_as_it_grows(tmp_path, caplog, monkeypatch):
+    caplog.set_level(logging.INFO, logger="index.gallery")
+    # the table scaled down to test sizes: exact below 600 items, at least 4 lists, and
+    # probing every list at this size (recall at partial probing is the benchmark's job)
+    monkeypatch.setattr(faiss_index, "AUTO_EXACT_BELOW", 600)
+    monkeypatch.setattr(faiss_index, "AUTO_MIN_NLIST", 4)
+    monkeypatch.setattr(faiss_index, "AUTO_NPROBE", 64)
+    xb, xq = _clustered(3000, 0), _clustered(40, 1)
+    with Gallery.create(tmp_path / "g", DIM, "m", "auto") as gallery:
+        _fill(gallery, xb[:500])
+        assert gallery.stats().active_index == "flat"
+        assert "auto needs 600 vectors to train, has 500; searching exactly" in caplog.text
+        _fill(gallery, xb[500:700])
+        # 700 items: 4 sqrt(700) ~ 106 -> 128 lists, capped at 700 / 39 -> 16
+        assert gallery.stats().active_index == "ivf_sq8" and gallery._index.nlist == 16
+        _fill(gallery, xb[700:3000])
+        # 3000 items: 4 sqrt(3000) ~ 219 -> 256 lists, capped at 3000 / 39 -> 64
+        assert gallery._index.nlist == 64
+        assert "training ivf_sq8 (nlist=64)" in caplog.text  # once the table asked for 64
+        assert _recall_at_10(gallery, xb, xq) >= 0.99
+        got = gallery.search(xq, 10, cameras=[2])
+        assert gallery.stats().index_type == "auto"
+    with Gallery.open(tmp_path / "g") as gallery:  # the migrated layout is what the snapshot holds
+        assert gallery.stats().active_index == "ivf_sq8" and gallery._index.nlist == 64
+        np.testing.assert_array_equal(gallery.search(xq, 10, cameras=[2]).I, got.I)
+        labels = gallery.labels()
+    keep = labels.ids[labels.cameras == 2] - 1
+    exact = keep[np.argsort(brute_force(xq, xb[keep]), axis=1)[:, :10]] + 1
+    np.testing.assert_array_equal(got.I, exact)
