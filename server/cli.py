@@ -50,8 +50,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--embed-lanes", type=int, help="micro-batches embedded at once (default: see docs)")
     p.add_argument("--faiss-threads", type=int, help="FAISS threads (default: cores // workers)")
     p.add_argument("--providers", help="ONNX Runtime providers: auto (default), cpu, cuda, tensorrt")
-    p.add_argument("--device", choices=DEVICES,
-                   help="where the FAISS gallery searches: auto, cpu (default) or cuda (REID_DEVICE)")
+    p.add_argument("--faiss-device", "--device", dest="device", choices=DEVICES,
+                   help="where the FAISS gallery searches: auto (a GPU when faiss sees one, else the CPU "
+                        "with one log line), cpu (default) or cuda (refused without a GPU) (REID_DEVICE)")
     p.add_argument("--image-root", dest="image_roots", type=Path, action="append",
                    help="folder whose images GET /gallery/{id}/image may serve for bulk-indexed items "
                         "(repeatable)")

@@ -180,3 +180,40 @@ def test_auto_gallery_goes_from_exact_to_ivf_and_retrains_as_it_grows(tmp_path, 
     keep = labels.ids[labels.cameras == 2] - 1
     exact = keep[np.argsort(brute_force(xq, xb[keep]), axis=1)[:, :10]] + 1
     np.testing.assert_array_equal(got.I, exact)
+
+
+def test_gpu_serves_unfiltered_searches_and_filtered_ones_stay_on_the_cpu(tmp_path, monkeypatch):
+    import index.gallery as gallery_module
+
+    class FakeMirror:
+        """Stands in for the GPU copy: a CPU clone whose searches are counted."""
+
+        def __init__(self) -> None:
+            self.searches = 0
+            self.invalidations = 0
+
+        def invalidate(self) -> None:
+            self.invalidations += 1
+
+        def get(self, cpu_index):
+            self.searches += 1
+            return faiss.clone_index(cpu_index)
+
+    monkeypatch.setattr(faiss_index, "gpu_available", lambda: True)
+    monkeypatch.setattr(gallery_module, "GpuMirror", FakeMirror)
+    xb, xq = _clustered(1500, 0), _clustered(20, 1)
+    with Gallery.create(tmp_path / "g", DIM, "m", "ivf_sq8", nlist=16, nprobe=16, device="cuda") as gallery:
+        assert gallery.device == "cuda"
+        _fill(gallery, xb)
+        mirror = gallery._gpu
+        assert mirror.invalidations >= 3  # every write drops the stale copy
+        unfiltered = gallery.search(xq, 10)
+        assert mirror.searches == 1
+        # the GPU result is re-ranked like the CPU one: the same exact answer
+        assert _recall_at_10(gallery, xb, xq) == 1.0
+        gallery.search(xq, 10, cameras=[1])
+        gallery.search(xq, 10, exclude_cameras=[2], time_range=(None, None))
+        gallery.search_identities(xq, 3)
+        assert mirror.searches == 2  # only the unfiltered ones (this one and the recall check)
+    with Gallery.open(tmp_path / "g", device="cpu") as cpu:
+        np.testing.assert_array_equal(cpu.search(xq, 10).I, unfiltered.I)

@@ -152,3 +152,37 @@ def test_serve_loads_the_model_once_and_serves_what_it_opened(tmp_path: Path, mo
     # the same manifest fields as a gallery reid-index makes (tests/index/test_opening.py)
     manifest = json.loads((tmp_path / "g" / "manifest.json").read_text())
     assert manifest["extra"] == model_description(Embedder(model))
+
+
+def test_faiss_device_auto_without_a_gpu_serves_on_the_cpu_after_one_log_line(
+        tmp_path: Path, monkeypatch, caplog, capsys) -> None:
+    import uvicorn
+    from fastapi.testclient import TestClient
+
+    from index import faiss_index
+
+    monkeypatch.setattr(faiss_index, "gpu_available", lambda: False)  # as on a GPU-less host
+    model = write_tiny_model(tmp_path / "m.onnx", seed=1)
+    stats = []
+
+    def fake_run(app, **kwargs) -> None:
+        with TestClient(app) as client:
+            stats.append(client.get("/gallery/stats").json())
+
+    monkeypatch.setattr(uvicorn, "run", fake_run)
+    caplog.set_level("INFO", logger="index.faiss_index")
+    assert main(["--model", str(model), "--gallery", str(tmp_path / "g"), "--create", "--port", "0",
+                 "--faiss-device", "auto"]) == 0, capsys.readouterr().err
+    assert stats[0]["device"] == "cpu"
+    lines = [r for r in caplog.records if r.name == "index.faiss_index"]
+    assert len(lines) == 1 and lines[0].levelname == "INFO"
+    assert "device=auto" in lines[0].getMessage() and "searching on the CPU" in lines[0].getMessage()
+
+
+def test_faiss_device_is_listed_and_is_the_device_setting() -> None:
+    assert "--faiss-device" in build_parser().format_help()
+    for flag in ("--faiss-device", "--device"):
+        args = build_parser().parse_args(["--model", "m.onnx", "--gallery", "g", flag, "auto"])
+        assert settings_from_args(args).device == "auto"
+    with pytest.raises(SystemExit):
+        build_parser().parse_args(["--model", "m.onnx", "--gallery", "g", "--faiss-device", "tpu"])
