@@ -38,7 +38,7 @@ INDEX_TYPES = (*LAYOUTS, AUTO)
 _POINTS_PER_CENTROID = 39
 
 # ``auto``'s table (docs/gallery.md, measured in benchmarks/results/index_search.md): exact
-# below AUTO_EXACT_BELOW items, above it IVF-SQ8 with nlist ~ 4 sqrt(N) rounded to a power of
+# below AUTO_EXACT_BELOW items, above it IVF-SQ8 with nlist ~ 2 sqrt(N) rounded to a power of
 # two in [AUTO_MIN_NLIST, AUTO_MAX_NLIST], probing AUTO_NPROBE lists.
 AUTO_EXACT_BELOW = 50_000
 AUTO_MIN_NLIST = 1024
@@ -86,9 +86,14 @@ def min_train_size(spec: IndexSpec) -> int:
 
 
 def auto_nlist(count: int) -> int:
-    """``auto``'s list count for ``count`` vectors: the power of two nearest 4 sqrt(count),
-    clipped to [AUTO_MIN_NLIST, AUTO_MAX_NLIST] and to count / 39 (enough points to train)."""
-    nlist = 1 << max(0, round(np.log2(4 * np.sqrt(max(count, 1)))))
+    """``auto``'s list count for ``count`` vectors: the power of two nearest 2 sqrt(count),
+    clipped to [AUTO_MIN_NLIST, AUTO_MAX_NLIST] and to count / 39 (enough points to train).
+
+    2 sqrt(N) rather than FAISS's usual 4-16 sqrt(N): with the scan budget a query costs about
+    nlist + nprobe N / nlist vector visits either way, while training (39 nlist points x nlist
+    centroids) costs 4x per doubling, and larger lists keep more of a query's neighbours in
+    the list it falls in."""
+    nlist = 1 << max(0, round(np.log2(2 * np.sqrt(max(count, 1)))))
     nlist = min(max(nlist, AUTO_MIN_NLIST), AUTO_MAX_NLIST)
     while nlist > 1 and _POINTS_PER_CENTROID * nlist > count:
         nlist //= 2

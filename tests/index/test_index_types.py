@@ -143,7 +143,7 @@ def test_auto_plan_table():
     sizes = [50_000, 200_000, 1_000_000, 10_000_000, 100_000_000]
     plans = [faiss_index.plan(faiss_index.IndexSpec(index_type="auto"), n) for n in sizes]
     assert [p.index_type for p in plans] == ["ivf_sq8"] * 5
-    assert [p.nlist for p in plans] == [1024, 2048, 4096, 16384, 16384]
+    assert [p.nlist for p in plans] == [1024, 1024, 2048, 8192, 16384]
     assert all(39 * p.nlist <= n and p.train_size >= 39 * p.nlist for p, n in zip(plans, sizes, strict=True))
     # explicit types keep their parameters; flat never trains
     spec = faiss_index.IndexSpec(index_type="ivf_flat", nlist=16)
@@ -164,10 +164,10 @@ def test_auto_gallery_goes_from_exact_to_ivf_and_retrains_as_it_grows(tmp_path, 
         assert gallery.stats().active_index == "flat"
         assert "auto needs 600 vectors to train, has 500; searching exactly" in caplog.text
         _fill(gallery, xb[500:700])
-        # 700 items: 4 sqrt(700) ~ 106 -> 128 lists, capped at 700 / 39 -> 16
+        # 700 items: 2 sqrt(700) ~ 53 -> 64 lists, capped at 700 / 39 -> 16
         assert gallery.stats().active_index == "ivf_sq8" and gallery._index.nlist == 16
         _fill(gallery, xb[700:3000])
-        # 3000 items: 4 sqrt(3000) ~ 219 -> 256 lists, capped at 3000 / 39 -> 64
+        # 3000 items: 2 sqrt(3000) ~ 110 -> 128 lists, capped at 3000 / 39 -> 64
         assert gallery._index.nlist == 64
         assert "training ivf_sq8 (nlist=64)" in caplog.text  # once the table asked for 64
         assert _recall_at_10(gallery, xb, xq) >= 0.99
