@@ -145,19 +145,21 @@ def embeddings(n: int, path: Path) -> DataSet:
 
 def embed_crops(model: Path, folders: list[Path], out: Path, seconds: float) -> None:
     """Embed the crops under ``folders`` with ``model`` for at most ``seconds``; save ``x`` and
-    ``pids`` (from the file names) to ``out``."""
+    ``pids`` (from the file names, made distinct per folder: data sets number people from 1
+    each) to ``out``."""
     from export.runtime import Embedder
     from training.core.datasets import parse_reid_name
     from training.core.errors import ReIDError
 
     labelled: list[tuple[Path, int]] = []
-    for path in sorted(p for f in folders for p in f.rglob("*.jpg")):
-        try:
-            pid = parse_reid_name(path.name)[0]
-        except ReIDError:
-            continue  # not a crop name (e.g. a camera-style image)
-        if pid > 0:  # 0 and -1 are distractors and junk
-            labelled.append((path, pid))
+    for number, folder in enumerate(folders):
+        for path in sorted(folder.rglob("*.jpg")):
+            try:
+                pid = parse_reid_name(path.name)[0]
+            except ReIDError:
+                continue  # not a crop name (e.g. a camera-style image)
+            if pid > 0:  # 0 and -1 are distractors and junk
+                labelled.append((path, number * 1_000_000 + pid))
     order = np.random.default_rng(0).permutation(len(labelled))  # a time cut keeps a fair sample
     labelled = [labelled[i] for i in order]
     embedder = Embedder(model)
