@@ -27,6 +27,7 @@ on disk). Anything that does not fit ``MemAvailable`` or the time budget is repo
 from __future__ import annotations
 
 import argparse
+import os
 import platform
 import sys
 import tempfile
@@ -53,7 +54,7 @@ K = 10
 N_QUERIES = 64 * 3  # batch-64 timing and recall use all of them
 N_SINGLE = 40  # batch-1 timing
 PQ_M = 64
-NPROBES = (4, 16)
+NPROBES = (16, 32, 64)
 ID_BYTES = 8  # every FAISS layout of the gallery stores an int64 id per vector
 
 
@@ -324,14 +325,13 @@ def run_size(bench: Bench, data: DataSet, workdir: Path) -> None:
         if kind == "ivf_flat":
             plain = faiss.SearchParametersIVF(nprobe=32)
             plans.append(("nprobe 32, no scan budget (before)", lambda q: index.search(q, K, params=plain)[1]))
-            plans += [(f"nprobe {p}", budgeted(index, p, 1)) for p in (32, *NPROBES)]
+            plans += [(f"nprobe {p}", budgeted(index, p, 1)) for p in NPROBES]
         elif kind == "ivf_sq8":
-            plans.append((f"nprobe {NPROBES[-1]}, codes only", budgeted(index, NPROBES[-1], 1)))
+            plans.append(("nprobe 32, codes only", budgeted(index, 32, 1)))
             plans += [(f"nprobe {p}, re-rank {RERANK}k", budgeted(index, p, RERANK)) for p in NPROBES]
         else:
-            plans.append((f"m {PQ_M}, nprobe {NPROBES[-1]}, codes only", budgeted(index, NPROBES[-1], 1)))
-            plans += [(f"m {PQ_M}, nprobe {NPROBES[-1]}, re-rank {r}k", budgeted(index, NPROBES[-1], r))
-                      for r in (RERANK, 10)]
+            plans.append((f"m {PQ_M}, nprobe 32, codes only", budgeted(index, 32, 1)))
+            plans += [(f"m {PQ_M}, nprobe 32, re-rank {r}k", budgeted(index, 32, r)) for r in (RERANK, 10)]
         for i, (params, search) in enumerate(plans):
             row = rows[0] if i == 0 else Row(data.name, n, kind)
             row.params, row.train_s = params, train_s
@@ -354,7 +354,8 @@ def render(rows: list[Row], sets: dict[str, str], threads: int, seconds: float, 
     lines = [
         "# Gallery index layouts: search speed, recall and memory",
         "",
-        f"Run: `python benchmarks/index_search.py {' '.join(argv)}` on {platform.machine()}, {threads} FAISS "
+        f"Run: `OMP_WAIT_POLICY={os.environ.get('OMP_WAIT_POLICY', '(unset)')} python "
+        f"benchmarks/index_search.py {' '.join(argv)}` on {platform.machine()}, {threads} FAISS "
         f"threads, faiss {faiss.__version__}; the 2 cores were shared with other jobs (load average "
         f"{open('/proc/loadavg').read().split()[0]} at the end), so absolute q/s are low and noisy; the "
         f"x-exact columns compare rows of the same run. {seconds:.0f} s in all.",
