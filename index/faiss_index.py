@@ -238,14 +238,18 @@ def gpu_available() -> bool:
 
 def resolve_device(requested: str) -> str:
     """Map ``"auto" | "cpu" | "cuda"`` (:mod:`training.core.devices`) to the device searches
-    will really use. ``auto`` without a usable GPU says why in an info line; ``cuda`` without
-    one is a ReIDError."""
+    will really use. ``auto`` without a usable GPU says why in one log line (info for a CPU
+    build of faiss, a warning for a GPU build that sees no GPU); ``cuda`` without one is a
+    ReIDError."""
     has_gpu = gpu_available()
     device = choose_device(requested, has_gpu, who="faiss")
     if requested == "auto" and not has_gpu:
-        why = ("this faiss build has no GPU support" if not hasattr(faiss, "StandardGpuResources")
-               else "faiss sees no GPU")
-        log.info("gallery device=auto: %s; searching on the CPU", why)
+        if not hasattr(faiss, "StandardGpuResources"):
+            log.info("gallery device=auto: this faiss build has no GPU support; searching on the CPU")
+        else:
+            # A GPU build that finds no GPU was installed for one: say so where CLIs show it,
+            # as ONNX Runtime's GPU build does when its CUDA provider cannot start.
+            log.warning("gallery device=auto: faiss sees no GPU; searching on the CPU")
     return device
 
 

@@ -217,3 +217,13 @@ def test_gpu_serves_unfiltered_searches_and_filtered_ones_stay_on_the_cpu(tmp_pa
         assert mirror.searches == 2  # only the unfiltered ones (this one and the recall check)
     with Gallery.open(tmp_path / "g", device="cpu") as cpu:
         np.testing.assert_array_equal(cpu.search(xq, 10).I, unfiltered.I)
+
+
+def test_auto_with_a_gpu_build_that_sees_no_gpu_warns(monkeypatch, caplog):
+    # faiss-gpu on a machine without a GPU: installed for one, so the fallback is a warning
+    monkeypatch.setattr(faiss, "StandardGpuResources", object, raising=False)
+    monkeypatch.setattr(faiss, "get_num_gpus", lambda: 0)
+    caplog.set_level(logging.INFO, logger="index.faiss_index")
+    assert faiss_index.resolve_device("auto") == "cpu"
+    assert [(r.levelname, r.getMessage()) for r in caplog.records] == [
+        ("WARNING", "gallery device=auto: faiss sees no GPU; searching on the CPU")]
