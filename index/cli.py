@@ -26,7 +26,7 @@ from training.core.cores import usable_cores
 from index.audit import AuditLog, default_audit_path
 from index.bulk import DECODE_MODES, REPORT_NAME, embed_files, index_images
 from index.evaluation import evaluate_gallery
-from index.faiss_index import INDEX_TYPES
+from index.faiss_index import AUTO, INDEX_TYPES
 from index.address import TOKEN_ENV
 from index.gallery import DEFAULT_CHECKPOINT_EVERY
 from index.manifest import IndexSpec
@@ -280,8 +280,12 @@ def _stats(args: argparse.Namespace) -> int:
         return 0
     cams = ", ".join(f"{_camera_name(c) if c is not None else '?'}: {n}"
                      for c, n in sorted(stats.per_camera.items(), key=lambda kv: (kv[0] is None, kv[0] or 0)))
-    index = stats.index_type + ("" if stats.active_index == stats.index_type
-                                else f" (searching {stats.active_index} until trained)")
+    if stats.active_index == stats.index_type:
+        index = stats.index_type
+    elif stats.index_type == AUTO:
+        index = f"auto (searching {stats.active_index} at this size)"
+    else:
+        index = f"{stats.index_type} (searching {stats.active_index} until trained)"
     rows = [
         ("backend", _backend_name(stats.backend) + f" {stats.address}"),
         ("items", str(stats.count)),

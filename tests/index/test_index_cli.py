@@ -344,3 +344,12 @@ def test_both_decode_schedules_store_the_same_vectors(tmp_path, tiny_model, deco
         hits = gallery.nearest(embedder.embed(paths), k=1)
     np.testing.assert_array_equal(hits.I[:, 0], np.arange(1, 12))  # each file finds itself, in order
     np.testing.assert_allclose(hits.D[:, 0], 0, atol=1e-3)
+
+
+def test_stats_names_the_layout_an_auto_gallery_searches(capsys, tmp_path) -> None:
+    from index.records import ItemRecord
+
+    with Gallery.create(tmp_path / "g", 4, "fp", "auto") as gallery:
+        gallery.add(np.eye(4, dtype=np.float32), [ItemRecord(camera=1)] * 4)
+    assert main(["stats", str(tmp_path / "g")]) == 0
+    assert "auto (searching flat at this size)" in capsys.readouterr().out
