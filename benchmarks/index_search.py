@@ -45,7 +45,6 @@ from index.search import RERANK, exact_rerank
 from index.store import VectorBatch
 
 RESULTS = Path(__file__).resolve().parent / "results" / "index_search.md"
-PLOT = RESULTS.with_suffix(".png")
 DIM = 2048
 PER_CLUSTER = 50
 NOISE = 0.5
@@ -244,7 +243,10 @@ class Bench:
         return found
 
 
-def run_size(bench: Bench, data: DataSet, workdir: Path) -> None:
+LAYOUTS = {"ivf_flat": lambda d: d * 4, "ivf_sq8": lambda d: d, "ivf_pq": lambda d: PQ_M}
+
+
+def run_size(bench: Bench, data: DataSet, workdir: Path, layouts: list[str]) -> None:
     n, d, xq = data.n, data.dim, data.queries
     nlist = faiss_index.auto_nlist(n)
     train_n = min(n, 39 * nlist)
@@ -313,9 +315,9 @@ def run_size(bench: Bench, data: DataSet, workdir: Path) -> None:
             return (exact_rerank(hits, q, lookup, K) if rerank > 1 else hits).I[:, :K]
         return search
 
-    for kind, per_vector in (("ivf_flat", d * 4), ("ivf_sq8", d), ("ivf_pq", PQ_M)):
+    for kind in layouts:
         rows = [Row(data.name, n, kind)]
-        if not bench.fits(rows[0], n * (per_vector + ID_BYTES)):
+        if not bench.fits(rows[0], n * (LAYOUTS[kind](d) + ID_BYTES)):
             return
         start = time.perf_counter()
         index = layout(kind)
@@ -428,6 +430,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--threads", type=int, default=2, help="FAISS OpenMP threads (default: 2)")
     parser.add_argument("--budget", type=float, default=3000, help="seconds before remaining rows are skipped")
     parser.add_argument("--workdir", type=Path, default=None, help="where the on-disk vectors go (default: a temp dir)")
+    parser.add_argument("--layouts", nargs="+", choices=list(LAYOUTS), default=list(LAYOUTS),
+                        help="IVF layouts to measure after flat, in this order")
+    parser.add_argument("--out", type=Path, default=RESULTS, help="results table (the plot goes beside it)")
     parser.add_argument("--no-write", action="store_true")
     args = parser.parse_args(argv)
     if args.embed:
@@ -444,12 +449,12 @@ def main(argv: list[str] | None = None) -> int:
                     continue
                 data = clusters(n) if name == "clusters" else embeddings(n, args.embeddings)
                 sets[name] = data.description
-                run_size(bench, data, Path(tmp))
+                run_size(bench, data, Path(tmp), args.layouts)
                 text = render(bench.rows, sets, args.threads, time.perf_counter() - started,
                               argv if argv is not None else sys.argv[1:])
                 if not args.no_write:  # after each size, so a run cut short keeps what it measured
-                    RESULTS.write_text(text)
-                    plot(bench.rows, PLOT)
+                    args.out.write_text(text)
+                    plot(bench.rows, args.out.with_suffix(".png"))
     print(text)
     return 0
 
