@@ -216,3 +216,20 @@ def test_scan_budget_caps_the_vectors_one_query_scans():
     stats.reset()
     faiss_index.search(index, xq, 10, None, 8)
     assert stats.ndis == len(xq) * len(xb)
+
+
+@pytest.mark.parametrize("kind,depth", [("ivf_sq8", search.RERANK), ("ivf_pq", search.RERANK_PQ)])
+def test_approximate_layouts_rerank_a_shortlist_of_their_depth(gallery, kind, depth):
+    population, ids = gallery
+    spec = IndexSpec(index_type=kind, nlist=4, nprobe=4, m=4, nbits=4, train_size=len(ids))
+    index = faiss_index.train_ivf(spec, DIM, population.xb)
+    faiss_index.add(index, population.xb, ids)
+    asked = []
+    lookup = _lookup(population, ids)
+
+    def counting(wanted: np.ndarray) -> VectorBatch:
+        asked.append(len(wanted))
+        return lookup(wanted)
+
+    search.knn(index, population.xb[:1], 5, None, vectors=counting)
+    assert asked == [depth * 5]
