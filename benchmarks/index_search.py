@@ -401,7 +401,7 @@ def plot(rows: list[Row], path: Path) -> None:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    fig, axes = plt.subplots(1, 2, figsize=(12, 4.5), sharey=True)
+    fig, axes = plt.subplots(1, 2, figsize=(16, 6), sharey=True)
     for ax, batch in zip(axes, ("qps1", "qps64"), strict=True):
         for r in rows:
             if r.recall is None:
@@ -414,7 +414,7 @@ def plot(rows: list[Row], path: Path) -> None:
         ax.axhline(0.95, color="grey", lw=0.5)
         ax.grid(alpha=0.3)
     axes[0].set_ylabel("recall@10")
-    axes[1].legend(fontsize=5, loc="lower left")
+    axes[1].legend(fontsize=6, loc="upper left", bbox_to_anchor=(1.02, 1.0))
     fig.tight_layout()
     fig.savefig(path, dpi=120)
 
