@@ -12,7 +12,7 @@ set -euo pipefail
 
 ROOT=$(cd "$(dirname "$0")/.." && pwd)
 WORK=${1:-$(mktemp -d)}
-CPU_VENV=${CPU_VENV:-$ROOT/.venv}
+CPU_VENV=$(cd "${CPU_VENV:-$ROOT/.venv}" && pwd)  # absolute: .ci/run may pass a relative path
 GPU_VENV=$WORK/gpu-venv
 PY=${PYTHON:-python3}
 mkdir -p "$WORK"
