@@ -154,7 +154,7 @@ def _ivf_sq8(population: Population, ids: np.ndarray, nlist: int = 16):
     return index
 
 
-@pytest.mark.parametrize("filters", FILTERS[1:])
+@pytest.mark.parametrize("filters", SEARCH_FILTERS[1:])
 def test_ivf_sq8_filtered_search_equals_exact_filtered_search(gallery, filters):
     population, ids = gallery
     # Embeddings bunched by identity, as ReID features are: a query's neighbours share its list.
