@@ -444,11 +444,15 @@ class Gallery:
             self._check_open()
             return self._filters.labels()
 
-    def vectors(self) -> VectorBatch:
+    def vectors(self, ids: Iterable[int] | None = None) -> VectorBatch:
         """Every stored vector with its id, ascending by id: ``ids`` (n,) int64, ``xb`` (n, dim)
-        float32, as added (exact for every index type), e.g. to re-rank against the whole gallery."""
+        float32, as added (exact for every index type), e.g. to re-rank against the whole gallery.
+        With ``ids``, only those of the listed ids that exist (still ascending by id), e.g. to
+        re-rank a shortlist."""
         with self._rw.read():
             self._check_open()
+            if ids is not None:
+                return self._store.vectors_by_ids([int(i) for i in ids])
             batches = list(self._store.iter_vectors())
         if not batches:
             return VectorBatch(np.empty(0, dtype=np.int64), np.empty((0, self.dim), dtype=np.float32))

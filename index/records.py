@@ -41,10 +41,13 @@ class GalleryItem:
 
 @dataclass(frozen=True)
 class Match:
-    """A gallery item found by a search, at true Euclidean ``distance`` from the query."""
+    """A gallery item found by a search, at true Euclidean ``distance`` from the query;
+    ``reranked_distance`` is its k-reciprocal distance when the search was re-ranked
+    (:mod:`index.shortlist`), None otherwise."""
 
     distance: float
     item: GalleryItem
+    reranked_distance: float | None = None
 
 
 @dataclass(frozen=True)

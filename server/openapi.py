@@ -3,11 +3,11 @@
 FastAPI derives the schema from the route signatures; this adds what the signatures cannot
 carry, so that a request the schema calls valid is one the server accepts:
 
-* this server's limits (``max_k``, ``max_items_per_identity``, ``max_add_files``), which are
-  settings, not constants of the code;
+* this server's limits (``max_k``, ``max_items_per_identity``, ``max_add_files``,
+  ``max_query_crops``, ``max_rerank_size``), which are settings, not constants of the code;
 * uploads: the image media types the decoder reads (multipart ``encoding`` of a single upload,
   and the raw image bodies ``/search`` also takes) and that a part is never empty; the search
-  form must carry its ``image``; ``POST /gallery`` takes at least one file;
+  form must carry its ``image`` (one or more crops); ``POST /gallery`` takes at least one file;
 * form fields: a form leaves out a field it has no value for, so FastAPI's ``null``
   alternative (from the ``None`` default) is dropped; ``null`` sent as text is refused.
 
@@ -56,7 +56,8 @@ def complete_schema(schema: dict[str, Any], settings: Settings) -> dict[str, Any
     search = paths.get("/search", {}).get("post")
     if search is not None:
         for name, top in (("k", settings.max_k), ("k_identities", settings.max_k),
-                          ("items_per_identity", settings.max_items_per_identity)):
+                          ("items_per_identity", settings.max_items_per_identity),
+                          ("rerank_size", settings.max_rerank_size)):
             _query_schema(search, name)["maximum"] = top
     components = schema.get("components", {}).get("schemas", {})
     form_body = search.get("requestBody", {}).get("content", {}).get(_MULTIPART) if search else None
@@ -79,8 +80,9 @@ def complete_schema(schema: dict[str, Any], settings: Settings) -> dict[str, Any
                         # Not on a list of files: test generators (schemathesis 4) then send the
                         # whole list as one part without a filename, which is no file upload.
                         body.setdefault("encoding", {})[name] = {"contentType": IMAGE_MEDIA_TYPES}
-                if name == "files" and field.get("type") == "array":
-                    field.update(minItems=1, maxItems=settings.max_add_files)
+                most = {"files": settings.max_add_files, "image": settings.max_query_crops}.get(name)
+                if most is not None and field.get("type") == "array":
+                    field.update(minItems=1, maxItems=most)
     return schema
 
 

@@ -13,6 +13,7 @@ from server.schemas import (
     IdentityOut,
     MatchOut,
     RemoveResponse,
+    RerankOut,
     SearchResponse,
     StatsResponse,
     Timings,
@@ -23,12 +24,17 @@ from server.service import AddOutcome, RemoveOutcome, SearchOutcome
 def search_response(found: SearchOutcome) -> SearchResponse:
     t = found.timings
     return SearchResponse(
-        identities=[IdentityOut(pid=i.pid, distance=i.distance, items=[match_out(m) for m in i.items])
+        identities=[IdentityOut(pid=i.pid, distance=i.distance, reranked_distance=i.items[0].reranked_distance,
+                                items=[match_out(m) for m in i.items])
                     for i in found.identities],
         matches=[match_out(m) for m in found.matches],
         gallery_size=found.gallery_size,
         timings=Timings(decode_ms=_ms(t.decode), embed_ms=_ms(t.embed), search_ms=_ms(t.search),
                         total_ms=_ms(t.total), batch_size=t.batch_size),
+        rerank=None if found.rerank is None else RerankOut(
+            shortlist=found.rerank.size, k1=found.rerank.k1, k2=found.rerank.k2,
+            lambda_value=found.rerank.lambda_value),
+        crops=found.crops,
     )
 
 
@@ -55,7 +61,7 @@ def item_out(item: GalleryItem) -> GalleryItemOut:
 
 
 def match_out(match: Match) -> MatchOut:
-    return MatchOut(distance=match.distance, **_item_fields(match.item))
+    return MatchOut(distance=match.distance, reranked_distance=match.reranked_distance, **_item_fields(match.item))
 
 
 def _item_fields(item: GalleryItem) -> dict[str, object]:

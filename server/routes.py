@@ -25,7 +25,9 @@ from server.schemas import (
     SearchResponse,
     StatsResponse,
 )
+from index.shortlist import ShortlistParams
 from server.service import SearchQuery, Upload
+from server.settings import Settings
 
 router = APIRouter()
 
@@ -42,14 +44,15 @@ async def _read_upload(file: UploadFile) -> Upload:
     return Upload(data=await file.read(), name=file.filename or "<upload>")
 
 
-async def _search_upload(request: Request, image: UploadFile | None) -> Upload:
-    """The query crop: the form's ``image`` part, or the body itself when its Content-Type is
-    an image type (no multipart to build or parse, for clients that send one crop)."""
-    if image is not None:
-        return await _read_upload(image)
+async def _search_uploads(request: Request, image: list[UploadFile] | None) -> list[Upload]:
+    """The query crops: the form's ``image`` parts (several: crops of one person, fused), or the
+    body itself when its Content-Type is an image type (no multipart to build or parse, for
+    clients that send one crop)."""
+    if image:
+        return [await _read_upload(f) for f in image]
     content_type = request.headers.get("content-type", "").split(";", 1)[0].strip().lower()
     if content_type in IMAGE_TYPES:
-        return Upload(data=await request.body(), name="<request body>")
+        return [Upload(data=await request.body(), name="<request body>")]
     if content_type and content_type != "multipart/form-data":
         raise ApiError(415, "unsupported_media_type", f"Content-Type {content_type} is not accepted: send "
                        f"the crop as multipart/form-data (part 'image') or as {', '.join(IMAGE_TYPES)}")
@@ -60,12 +63,14 @@ async def _search_upload(request: Request, image: UploadFile | None) -> Upload:
 @router.post("/search", response_model=SearchResponse, tags=["search"], dependencies=[RateLimited],
              responses=error_responses(400, 401, 413, 415, 422, 429, 503), openapi_extra=raw_image_body(),
              summary="Find the gallery identities and items nearest to an uploaded crop",
-             description="The crop is the multipart part `image`, or the whole body with "
-                         "`Content-Type: image/jpeg` (png, bmp, webp).")
+             description="The crop is the multipart part `image` (repeat it for several crops of one "
+                         "person), or the whole body with `Content-Type: image/jpeg` (png, bmp, webp).")
 async def search(
     service: ServiceDep,
     request: Request,
-    image: Annotated[UploadFile | None, File(description="the query crop (JPEG, PNG, BMP or WEBP)")] = None,
+    image: Annotated[list[UploadFile] | None, File(description=(
+        "the query crop (JPEG, PNG, BMP or WEBP); repeat the part for several crops of one person, "
+        "searched as one query by their mean embedding"))] = None,
     k: Annotated[int, Query(ge=1, description="nearest items to return (at most the server's max_k)")] = 10,
     k_identities: Annotated[int, Query(ge=0, description="identities to rank (0: none)")] = 5,
     items_per_identity: Annotated[int, Query(ge=1, description="items shown per identity")] = 3,
@@ -75,8 +80,16 @@ async def search(
     time_to: Annotated[float | None, Query(allow_inf_nan=False, description="latest timestamp")] = None,
     max_distance: Annotated[float | None, Query(ge=0, allow_inf_nan=False,
                                                 description="drop matches farther than this")] = None,
+    rerank: Annotated[bool, Query(description=(
+        "k-reciprocal re-ranking of the rerank_size nearest items; max_distance still applies "
+        "to the original Euclidean distance"))] = False,
+    rerank_size: Annotated[int | None, Query(ge=1, description=(
+        "with rerank: items re-ranked (default: the server's rerank_size, at most its max_rerank_size)"))] = None,
 ) -> SearchResponse:
     limits = service.settings
+    if image and len(image) > limits.max_query_crops:
+        raise ApiError(422, "invalid_parameter",
+                       f"{len(image)} crops in one query; this server fuses at most {limits.max_query_crops}")
     for name, value, top in (("k", k, limits.max_k), ("k_identities", k_identities, limits.max_k),
                              ("items_per_identity", items_per_identity, limits.max_items_per_identity)):
         if value > top:
@@ -88,9 +101,22 @@ async def search(
         cameras=tuple(cameras) if cameras else None,
         exclude_cameras=tuple(exclude_cameras) if exclude_cameras else None,
         time_range=(time_from, time_to) if time_from is not None or time_to is not None else None,
-        max_distance=max_distance,
+        max_distance=max_distance, rerank=_shortlist(limits, rerank, rerank_size),
     )
-    return search_response(await service.search(await _search_upload(request, image), query))
+    return search_response(await service.search(await _search_uploads(request, image), query))
+
+
+def _shortlist(limits: Settings, rerank: bool, size: int | None) -> ShortlistParams | None:
+    """The re-ranking a search asked for (None: none), from the server's settings."""
+    if not rerank:
+        if size is not None:
+            raise ApiError(422, "invalid_parameter", "rerank_size only applies with rerank=true")
+        return None
+    size = limits.rerank_size if size is None else size
+    if size > limits.max_rerank_size:
+        raise ApiError(422, "invalid_parameter",
+                       f"rerank_size={size} is above this server's limit of {limits.max_rerank_size}")
+    return ShortlistParams(size, limits.rerank_k1, limits.rerank_k2, limits.rerank_lambda)
 
 
 @router.post("/gallery", response_model=AddResponse, status_code=201, tags=["gallery"],

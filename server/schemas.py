@@ -41,6 +41,8 @@ class MatchOut(GalleryItemOut):
          "added_at": 1764000000.0, "image_url": "/gallery/42/image", "distance": 0.412},
     ]})
     distance: float = Field(ge=0, description="Euclidean distance between embeddings")
+    reranked_distance: float | None = Field(
+        None, description="rerank=true: the k-reciprocal distance the matches are ordered by; else null")
 
 
 class IdentityOut(BaseModel):
@@ -48,6 +50,8 @@ class IdentityOut(BaseModel):
 
     pid: int
     distance: float = Field(ge=0, description="distance of the identity's best match")
+    reranked_distance: float | None = Field(
+        None, description="rerank=true: the k-reciprocal distance of that match; else null")
     items: list[MatchOut]
 
 
@@ -59,6 +63,16 @@ class Timings(BaseModel):
     search_ms: float = Field(description="gallery search (items and identities)")
     total_ms: float = Field(description="from the upload being read to the answer")
     batch_size: int = Field(description="queries embedded in the same ONNX Runtime call")
+
+
+class RerankOut(BaseModel):
+    """How a rerank=true search was re-ranked: k-reciprocal (k1, k2, lambda) on the query and
+    its ``shortlist`` nearest items (fewer when fewer pass the filters)."""
+
+    shortlist: int = Field(description="N: nearest items re-ranked")
+    k1: int
+    k2: int
+    lambda_value: float = Field(description="weight of the original distance in the re-ranked one")
 
 
 class SearchResponse(BaseModel):
@@ -79,6 +93,8 @@ class SearchResponse(BaseModel):
     matches: list[MatchOut] = Field(description="the k nearest items, labelled or not")
     gallery_size: int
     timings: Timings
+    rerank: RerankOut | None = Field(None, description="the re-ranking applied; null: plain Euclidean order")
+    crops: int = Field(1, description="crops fused into this query (their mean embedding)")
 
 
 class AddResponse(BaseModel):

@@ -36,6 +36,7 @@ from index import faiss_index
 from index.protocol import GalleryBackend
 from index.opening import open_or_create
 from index.records import GalleryItem, GalleryStats, IdentityMatch, ItemRecord, Match
+from index.shortlist import ShortlistParams, fuse_crops, search_reranked
 from server.batcher import MicroBatcher
 from index.crops import MEDIA_TYPES, CropStore
 from server.metrics import Metrics
@@ -59,6 +60,7 @@ class SearchQuery:
     exclude_cameras: tuple[int, ...] | None = None
     time_range: tuple[float | None, float | None] | None = None
     max_distance: float | None = None
+    rerank: ShortlistParams | None = None  # re-rank the shortlist (index.shortlist); None: plain
 
 
 @dataclass(frozen=True)
@@ -82,12 +84,15 @@ class SearchTimings:
 
 @dataclass(frozen=True)
 class SearchOutcome:
-    """What one search found: the nearest items, the identities ranked by their best match."""
+    """What one search found: the nearest items, the identities ranked by their best match;
+    ``rerank`` how it was re-ranked (None: not), ``crops`` how many crops the query fused."""
 
     matches: list[Match]
     identities: list[IdentityMatch]
     gallery_size: int
     timings: SearchTimings
+    rerank: ShortlistParams | None = None
+    crops: int = 1
 
 
 @dataclass(frozen=True)
@@ -199,19 +204,34 @@ class SearchService:
 
     # -- search ----------------------------------------------------------------------------
 
-    async def search(self, upload: Upload, query: SearchQuery) -> SearchOutcome:
-        """The nearest items and identities to one crop; ImageDecodeError if it is no usable image."""
+    async def search(self, upload: Upload | Sequence[Upload], query: SearchQuery) -> SearchOutcome:
+        """The nearest items and identities to one crop, or to several crops of one person
+        fused by their mean embedding (:func:`index.shortlist.fuse_crops`); ImageDecodeError if
+        one is no usable image."""
         started = time.perf_counter()
-        if self._batcher is not None:
+        uploads = [upload] if isinstance(upload, Upload) else list(upload)
+        if len(uploads) > 1:
+            found = await self._search_crops(uploads, query)
+        elif self._batcher is not None:
+            upload = uploads[0]
             found = await self._search_batched(upload, query)
         else:
             # Every hop between the event loop and a thread costs a wake-up of each, so the
             # three blocking steps of an unbatched search run in one request-thread call.
-            found = await self._in_pool(self._search_alone, upload, query)
+            found = await self._in_pool(self._search_alone, uploads[0], query)
         timings = SearchTimings(decode=found.decoded - started, embed=found.embedded - found.decoded,
                                 search=found.done - found.embedded, total=found.done - started,
                                 batch_size=found.batch_size)
-        return SearchOutcome(found.matches, found.identities, len(self.gallery), timings)
+        return SearchOutcome(found.matches, found.identities, len(self.gallery), timings,
+                             rerank=query.rerank, crops=len(uploads))
+
+    async def _search_crops(self, uploads: Sequence[Upload], query: SearchQuery) -> _Found:
+        """Several crops of one person: decoded together, embedded in one model call (not
+        through the micro-batcher: they are one query), fused, searched once."""
+        vectors, decoded = await self._embed_all(uploads)
+        embedded = time.perf_counter()
+        ((matches, identities),) = await self._in_pool(self._search_rows, fuse_crops(vectors)[None], query)
+        return _Found(matches, identities, len(uploads), decoded, embedded, time.perf_counter())
 
     async def _search_batched(self, upload: Upload, query: SearchQuery) -> _Found:
         assert self._batcher is not None
@@ -267,6 +287,8 @@ class SearchService:
         xq = np.ascontiguousarray(vectors, dtype=np.float32)
         filters = dict(cameras=q.cameras, exclude_cameras=q.exclude_cameras, time_range=q.time_range,
                        max_distance=q.max_distance)
+        if q.rerank is not None:
+            return self._search_reranked(xq, q, filters, started)
         matches = self.gallery.search(xq, q.k, **filters).matches
         identities: list[list[IdentityMatch]] = [[] for _ in matches]
         if q.k_identities > 0:
@@ -277,16 +299,33 @@ class SearchService:
             self.metrics.search.observe(elapsed)
         return list(zip(matches, identities, strict=True))
 
+    def _search_reranked(self, xq: np.ndarray, q: SearchQuery, filters: dict, started: float) -> list[_Hits]:
+        """:meth:`_search_rows` re-ranked on each row's shortlist (:mod:`index.shortlist`)."""
+        assert q.rerank is not None
+        found = [search_reranked(self.gallery, row, q.rerank, k=q.k, k_identities=q.k_identities,
+                                 items_per_identity=q.items_per_identity, **filters) for row in xq]
+        elapsed = time.perf_counter() - started
+        for _ in found:  # each query waited for the whole call
+            self.metrics.search.observe(elapsed)
+        return [(f.matches, f.identities) for f in found]
+
     # -- writes ----------------------------------------------------------------------------
 
     async def add(self, uploads: Sequence[Upload], records: Sequence[ItemRecord]) -> AddOutcome:
         """Decode every upload first (any bad one refuses the whole request), then embed them
         and commit crops + items in one gallery transaction."""
-        batch = await self._in_pool(self._preprocess_all, uploads)
-        vectors = await asyncio.get_running_loop().run_in_executor(
-            self._embed_thread, self.embedder.embed_arrays, batch)
+        vectors, _ = await self._embed_all(uploads)
         items = await self._in_pool(self._commit_add, uploads, vectors, records)
         return AddOutcome(items, len(self.gallery))
+
+    async def _embed_all(self, uploads: Sequence[Upload]) -> tuple[np.ndarray, float]:
+        """(len(uploads), dim) embeddings of every upload in one model call, and when
+        (``time.perf_counter``) the last one was decoded; any bad upload raises first."""
+        batch = await self._in_pool(self._preprocess_all, uploads)
+        decoded = time.perf_counter()
+        vectors = await asyncio.get_running_loop().run_in_executor(
+            self._embed_thread, self.embedder.embed_arrays, batch)
+        return vectors, decoded
 
     def _preprocess_all(self, uploads: Sequence[Upload]) -> np.ndarray:
         return np.stack([self._preprocess(u) for u in uploads])

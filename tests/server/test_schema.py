@@ -28,16 +28,17 @@ TESTS = Path(__file__).resolve().parents[1]
 
 
 def test_schema_states_this_servers_limits_and_uploads(make_settings: Callable[..., Settings]) -> None:
-    schema = create_app(make_settings(max_k=7, max_add_files=3, max_items_per_identity=4)).openapi()
+    schema = create_app(make_settings(max_k=7, max_add_files=3, max_items_per_identity=4, max_query_crops=5,
+                                      max_rerank_size=60)).openapi()
     search = schema["paths"]["/search"]["post"]
     limits = {p["name"]: p["schema"].get("maximum") for p in search["parameters"]}
     assert (limits["k"], limits["k_identities"], limits["items_per_identity"]) == (7, 7, 4)
-    assert search["requestBody"]["content"]["multipart/form-data"]["encoding"]["image"]["contentType"] == \
-        "image/jpeg, image/png, image/bmp, image/webp"
+    assert limits["rerank_size"] == 60
     forms = schema["components"]["schemas"]
     files = forms["Body_add_items_gallery_post"]["properties"]["files"]
     assert (files["minItems"], files["maxItems"], files["items"]["minLength"]) == (1, 3, 1)
-    assert forms["Body_search_search_post"]["properties"]["image"]["minLength"] == 1
+    crops = forms["Body_search_search_post"]["properties"]["image"]
+    assert (crops["minItems"], crops["maxItems"], crops["items"]["minLength"]) == (1, 5, 1)
     # A form leaves a field out to say "none": no field offers null, which would arrive as "null".
     assert "null" not in json.dumps(forms["Body_add_items_gallery_post"])
     # Item ids are path parameters of the item routes only, never a shadow of /gallery/stats.
