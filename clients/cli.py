@@ -69,7 +69,9 @@ def _search_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(
         prog=PROG, description="Find the gallery identities nearest to a person crop. Other commands: "
                                + ", ".join(COMMANDS) + f" (see '{PROG} COMMAND --help').")
-    p.add_argument("image", type=Path, help="query crop (JPEG, PNG, BMP or WEBP)")
+    p.add_argument("image", type=Path, nargs="+",
+                   help="query crop (JPEG, PNG, BMP or WEBP); several crops of one person are one query "
+                        "(their mean embedding)")
     p.add_argument("--k", type=int, default=5, help="identities to rank (default 5)")
     p.add_argument("--per-identity", type=int, default=3, help="crops shown per identity (default 3)")
     p.add_argument("--items", type=int, default=10, help="nearest items to fetch (default 10)")
@@ -79,7 +81,10 @@ def _search_parser() -> argparse.ArgumentParser:
                    help="drop these cameras, numbered as in file names, e.g. 2")
     p.add_argument("--time-from", type=float, help="earliest timestamp")
     p.add_argument("--time-to", type=float, help="latest timestamp")
-    p.add_argument("--max-distance", type=float, help="drop matches farther than this")
+    p.add_argument("--max-distance", type=float, help="drop matches farther than this (Euclidean, also with --rerank)")
+    p.add_argument("--rerank", action="store_true",
+                   help="k-reciprocal re-ranking of the nearest items (the server's shortlist, or --rerank-size)")
+    p.add_argument("--rerank-size", type=int, help="with --rerank: nearest items to re-rank")
     _common(p)
     return p
 
@@ -111,6 +116,12 @@ def format_search(result: SearchResult) -> str:
     lines = [f"{len(result.identities)} identities from a gallery of {result.gallery_size} "
              f"({t.total_ms:.1f} ms: decode {t.decode_ms:.1f}, embed {t.embed_ms:.1f}, "
              f"search {t.search_ms:.1f})"]
+    if result.crops > 1:
+        lines.append(f"query: the mean embedding of {result.crops} crops")
+    if result.rerank is not None:
+        r = result.rerank
+        lines.append(f"re-ranked: k-reciprocal k1={r.k1} k2={r.k2} lambda={r.lambda_value:g} on the "
+                     f"{r.shortlist} nearest items (distances shown are Euclidean)")
     if result.identities:
         lines.append(f"{'rank':>4}  {'pid':>8}  {'distance':>9}  items (id@camera:distance)")
         for rank, identity in enumerate(result.identities, 1):
@@ -151,7 +162,8 @@ def _run(argv: list[str]) -> int:
             result = client.search(args.image, k=args.items, k_identities=args.k,
                                    items_per_identity=args.per_identity, cameras=_camera_list(args.cameras),
                                    exclude_cameras=_camera_list(args.exclude_cameras), time_from=args.time_from,
-                                   time_to=args.time_to, max_distance=args.max_distance)
+                                   time_to=args.time_to, max_distance=args.max_distance,
+                                   rerank=args.rerank, rerank_size=args.rerank_size)
             print(json.dumps(asdict(result), indent=2) if args.json else format_search(result))
         elif command == "add":
             added = client.add(args.images, pid=args.pid, camera=args.camera, timestamp=args.timestamp)

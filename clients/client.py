@@ -51,12 +51,13 @@ class Item:
     added_at: float
     image_url: str
     distance: float | None = None
+    reranked_distance: float | None = None
 
     @classmethod
     def from_json(cls, d: dict[str, Any]) -> Item:
         return cls(id=d["id"], pid=d.get("pid"), camera=d.get("camera"), timestamp=d.get("timestamp"),
                    path=d.get("path"), added_at=d["added_at"], image_url=d["image_url"],
-                   distance=d.get("distance"))
+                   distance=d.get("distance"), reranked_distance=d.get("reranked_distance"))
 
 
 @dataclass(frozen=True)
@@ -64,6 +65,18 @@ class Identity:
     pid: int
     distance: float
     items: list[Item]
+    reranked_distance: float | None = None
+
+
+@dataclass(frozen=True)
+class Rerank:
+    """How a search was re-ranked: k-reciprocal (``k1``, ``k2``, ``lambda_value``) on the
+    query's ``shortlist`` nearest items."""
+
+    shortlist: int
+    k1: int
+    k2: int
+    lambda_value: float
 
 
 @dataclass(frozen=True)
@@ -77,21 +90,28 @@ class Timings:
 
 @dataclass(frozen=True)
 class SearchResult:
-    """Identities by best match, the k nearest items, and where the server spent its time."""
+    """Identities by best match, the k nearest items, and where the server spent its time;
+    ``rerank`` says how the order was re-ranked (None: plain Euclidean), ``crops`` how many
+    crops the query fused."""
 
     identities: list[Identity]
     matches: list[Item]
     gallery_size: int
     timings: Timings
+    rerank: Rerank | None = None
+    crops: int = 1
 
     @classmethod
     def from_json(cls, d: dict[str, Any]) -> SearchResult:
         return cls(
             identities=[Identity(pid=i["pid"], distance=i["distance"],
-                                 items=[Item.from_json(m) for m in i["items"]]) for i in d["identities"]],
+                                 items=[Item.from_json(m) for m in i["items"]],
+                                 reranked_distance=i.get("reranked_distance")) for i in d["identities"]],
             matches=[Item.from_json(m) for m in d["matches"]],
             gallery_size=d["gallery_size"],
             timings=Timings(**d["timings"]),
+            rerank=Rerank(**d["rerank"]) if d.get("rerank") else None,
+            crops=d.get("crops", 1),
         )
 
 
@@ -162,7 +182,7 @@ class ReIDClient:
 
     def search(
         self,
-        image: ImageInput,
+        image: ImageInput | Sequence[ImageInput],
         *,
         k: int = 10,
         k_identities: int = 5,
@@ -172,21 +192,30 @@ class ReIDClient:
         time_from: float | None = None,
         time_to: float | None = None,
         max_distance: float | None = None,
+        rerank: bool = False,
+        rerank_size: int | None = None,
     ) -> SearchResult:
-        """Identities and items nearest to ``image`` (a path, bytes or a binary file).
+        """Identities and items nearest to ``image`` (a path, bytes or a binary file), or to a
+        list of crops of one person searched as one query (their mean embedding).
 
         ``cameras`` / ``exclude_cameras`` are camera numbers as in file names (c1 is 1).
+        ``rerank`` re-ranks the ``rerank_size`` nearest items (default: the server's) by
+        k-reciprocal distance; ``max_distance`` still cuts the original Euclidean distance.
         """
         params: dict[str, Any] = {"k": k, "k_identities": k_identities,
                                   "items_per_identity": items_per_identity}
+        if rerank:
+            params["rerank"] = "true"
+        if rerank_size is not None:
+            params["rerank_size"] = rerank_size
         for name, value in (("cameras", cameras), ("exclude_cameras", exclude_cameras)):
             if value:
                 params[name] = list(value)
         for name, value in (("time_from", time_from), ("time_to", time_to), ("max_distance", max_distance)):
             if value is not None:
                 params[name] = value
-        name, data = _read(image)
-        answer = self._request("POST", "/search", params=params, files={"image": (name, data)})
+        crops = list(image) if isinstance(image, (list, tuple)) else [image]
+        answer = self._request("POST", "/search", params=params, files=[("image", _read(c)) for c in crops])
         return SearchResult.from_json(answer)
 
     def add(

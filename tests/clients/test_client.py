@@ -93,6 +93,32 @@ def test_cli_prints_a_ranked_table_and_json(base_url: str, tmp_path: Path, capsy
     assert main(["health", "--url", base_url]) == 0
 
 
+def test_rerank_and_multi_crop_queries_through_the_client_and_the_cli(base_url: str, tmp_path: Path,
+                                                                     capsys) -> None:
+    crops = [crop_bytes(2, 80 + i) for i in range(3)]
+    with ReIDClient(base_url) as client:
+        plain = client.search(crops[0], k=8)
+        reranked = client.search(crops[0], k=8, rerank=True, rerank_size=6)
+        assert plain.rerank is None and all(m.reranked_distance is None for m in plain.matches)
+        assert reranked.rerank is not None and reranked.rerank.shortlist == 6
+        assert (reranked.rerank.k1, reranked.rerank.k2, reranked.rerank.lambda_value) == (20, 6, 0.3)
+        assert len(reranked.matches) == 6 and all(m.reranked_distance is not None for m in reranked.matches)
+        assert reranked.identities[0].reranked_distance == reranked.identities[0].items[0].reranked_distance
+        # the shortlist is the 6 nearest, re-ordered
+        assert {m.id for m in reranked.matches} == {m.id for m in plain.matches[:6]}
+        fused = client.search(crops, k=4)
+        assert fused.crops == 3 and fused.identities[0].pid == 2
+    paths = []
+    for i, data in enumerate(crops):
+        paths.append(tmp_path / f"t{i}.png")
+        paths[-1].write_bytes(data)
+    assert main([*map(str, paths), "--url", base_url, "--rerank", "--rerank-size", "5"]) == 0
+    out = capsys.readouterr().out.splitlines()
+    assert out[1] == "query: the mean embedding of 3 crops"
+    assert out[2].startswith("re-ranked: k-reciprocal k1=20 k2=6 lambda=0.3 on the 5 nearest items")
+    assert out[4].split()[:2] == ["1", "2"]
+
+
 def test_cli_errors_are_one_line(base_url: str, tmp_path: Path, capsys) -> None:
     assert main([str(tmp_path / "missing.png"), "--url", base_url]) == 2
     err = capsys.readouterr().err
