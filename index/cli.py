@@ -32,8 +32,9 @@ from index.gallery import DEFAULT_CHECKPOINT_EVERY
 from index.manifest import IndexSpec
 from index.copy import copy_vectors, reembed
 from index.opening import ModelIdentity, open_existing, open_or_create, open_or_create_for
-from index.records import GalleryItem
+from index.records import Match
 from index.retention import prune
+from index.shortlist import DEFAULT_SIZE, ShortlistParams, fuse_crops, search_reranked
 from index.sources import TIMESTAMP_SOURCES, SourceImage, discover, iter_sources
 from training.core.datasets import load_dataset, parse_reid_name
 from training.core.cliargs import ArgumentParser, add_device_argument, positive_int
@@ -141,16 +142,22 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("gallery", metavar="GALLERY", help=GALLERY_HELP)
     p.add_argument("--json", action="store_true", help="print JSON")
 
-    p = sub.add_parser("search", help="rank gallery items (or identities) for one crop")
+    p = sub.add_parser("search", help="rank gallery items (or identities) for one crop, or several crops of one person")
     _model_args(p)
     p.add_argument("--gallery", required=True, help=GALLERY_HELP)
-    p.add_argument("image", type=Path, metavar="IMAGE")
+    p.add_argument("image", type=Path, metavar="IMAGE", nargs="+",
+                   help="query crop; several crops of one person are one query (their mean embedding)")
     p.add_argument("--k", type=positive_int, default=10, help="results (identities with --identities) (default: %(default)s)")
     p.add_argument("--cameras", type=_camera, nargs="+", default=None, help="only these cameras")
     p.add_argument("--exclude-cameras", type=_camera, nargs="+", default=None, help="not these cameras")
     p.add_argument("--max-distance", type=float, default=None, help="drop results farther than this (Euclidean)")
     p.add_argument("--identities", action="store_true", help="rank identities by their best match")
     p.add_argument("--per-identity", type=positive_int, default=3, help="items shown per identity (default: %(default)s)")
+    p.add_argument("--rerank", action="store_true",
+                   help="k-reciprocal re-ranking (k1=20, k2=6, lambda=0.3) of the --rerank-size nearest items; "
+                        "--max-distance still cuts the Euclidean distance")
+    p.add_argument("--rerank-size", type=positive_int, default=None,
+                   help=f"with --rerank: nearest items re-ranked (default: {DEFAULT_SIZE})")
     p.add_argument("--json", action="store_true", help="print JSON")
 
     p = sub.add_parser("eval", help="Market-1501 mAP/CMC/mINP of a gallery built from a data set",
@@ -323,14 +330,24 @@ def _copy(args: argparse.Namespace) -> int:
 def _search(args: argparse.Namespace) -> int:
     embedder = _embedder(args)
     with open_or_create(args.gallery, embedder, create=False, device=args.device) as gallery:
-        xq = embedder.embed([args.image])
+        xq = fuse_crops(embedder.embed(args.image))[None]
         filters = dict(cameras=args.cameras, exclude_cameras=args.exclude_cameras, max_distance=args.max_distance)
-        if args.identities:
+        if args.rerank_size is not None and not args.rerank:
+            raise ReIDError("--rerank-size only applies with --rerank")
+        if args.rerank:
+            found = search_reranked(gallery, xq[0], ShortlistParams(args.rerank_size or DEFAULT_SIZE), k=args.k,
+                                    k_identities=args.k if args.identities else 0,
+                                    items_per_identity=args.per_identity, **filters)
+            if args.identities:
+                _print_identities(found.identities, args.json)
+            else:
+                _print_matches(found.matches, args.json)
+        elif args.identities:
             people = gallery.search_identities(xq, args.k, items_per_identity=args.per_identity, **filters)[0]
             _print_identities(people, args.json)
         else:
             result = gallery.search(xq, args.k, **filters)
-            _print_matches([(m.distance, m.item) for m in result.matches[0]], args.json)
+            _print_matches(result.matches[0], args.json)
     return 0
 
 
@@ -404,17 +421,24 @@ def _optional(value: object) -> str:
     return str(value)
 
 
-def _item_json(distance: float, item: GalleryItem) -> dict[str, object]:
-    return {"distance": distance, **asdict(item)}
+def _item_json(match: Match) -> dict[str, object]:
+    extra = {} if match.reranked_distance is None else {"reranked_distance": match.reranked_distance}
+    return {"distance": match.distance, **extra, **asdict(match.item)}
 
 
-def _print_matches(matches: Sequence[tuple[float, GalleryItem]], as_json: bool) -> None:
+def _print_matches(matches: Sequence[Match], as_json: bool) -> None:
+    """Ranked items; the distance shown is Euclidean (after --rerank too, where the order is the
+    re-ranked one and ``reranked`` is the k-reciprocal distance)."""
     if as_json:
-        print(json.dumps([_item_json(d, item) for d, item in matches], indent=2))
+        print(json.dumps([_item_json(m) for m in matches], indent=2))
         return
-    print(f"{'rank':>4}  {'distance':>9}  {'id':>7}  {'pid':>5}  {'camera':>6}  {'time':>9}  path")
-    for rank, (distance, item) in enumerate(matches, 1):
-        print(f"{rank:>4}  {distance:>9.4f}  {item.id:>7}  {_optional(item.pid):>5}  "
+    reranked = any(m.reranked_distance is not None for m in matches)
+    print(f"{'rank':>4}  {'distance':>9}  " + (f"{'reranked':>9}  " if reranked else "")
+          + f"{'id':>7}  {'pid':>5}  {'camera':>6}  {'time':>9}  path")
+    for rank, m in enumerate(matches, 1):
+        item = m.item
+        print(f"{rank:>4}  {m.distance:>9.4f}  " + (f"{m.reranked_distance:>9.4f}  " if reranked else "")
+              + f"{item.id:>7}  {_optional(item.pid):>5}  "
               f"{_camera_name(item.camera):>6}  {_optional(item.timestamp):>9}  {item.path or '-'}")
     if not matches:
         print("(no gallery item passes the filters)")
@@ -423,7 +447,7 @@ def _print_matches(matches: Sequence[tuple[float, GalleryItem]], as_json: bool) 
 def _print_identities(people: Sequence, as_json: bool) -> None:
     if as_json:
         print(json.dumps([{"pid": p.pid, "distance": p.distance,
-                           "items": [_item_json(m.distance, m.item) for m in p.items]} for p in people], indent=2))
+                           "items": [_item_json(m) for m in p.items]} for p in people], indent=2))
         return
     print(f"{'rank':>4}  {'pid':>5}  {'distance':>9}  items (id camera distance)")
     for rank, person in enumerate(people, 1):

@@ -17,9 +17,9 @@ from index.gallery import Gallery
 from index.opening import open_or_create
 from index.sources import SourceImage
 from training.core.datasets import list_images, load_dataset, parse_reid_name
-from training.core.evaluation import evaluate_features
+from training.core.evaluation import euclidean_distmat, evaluate_features
 from training.core.formats import IMAGE_FORMATS, IMAGE_SUFFIXES
-from training.core.rerank import ExpansionParams, RerankParams, evaluate_reranked
+from training.core.rerank import ExpansionParams, RerankParams, evaluate_reranked, k_reciprocal
 
 
 def run(capsys: pytest.CaptureFixture[str], *argv: object) -> tuple[int, str, str]:
@@ -180,6 +180,33 @@ def test_search_equals_numpy_brute_force(capsys, tmp_path, tiny_model, market_da
     code, out, _ = run(capsys, "search", "--model", tiny_model, "--gallery", tmp_path / "g", query, "--identities",
                        "--k", 2)
     assert code == 0 and out.splitlines()[0].split()[:3] == ["rank", "pid", "distance"]
+
+
+def test_search_fuses_several_crops_and_reranks_a_shortlist(capsys, tmp_path, tiny_model, market_data) -> None:
+    build(capsys, tiny_model, tmp_path / "g", market_data / "bounding_box_test")
+    files = [Path(r[1]) for r in stored_rows(tmp_path / "g")]
+    embedder = Embedder(tiny_model)
+    xb = embedder.embed(files).astype(np.float64)
+    crops = list_images(market_data / "query")[:3]
+    mean = embedder.embed(crops).astype(np.float64).mean(axis=0)
+    dist = np.sqrt(((xb - mean) ** 2).sum(axis=1))
+    code, out, _ = run(capsys, "search", "--model", tiny_model, "--gallery", tmp_path / "g", *crops, "--k", 6, "--json")
+    assert code == 0
+    order = np.argsort(dist, kind="stable")[:6]
+    assert [Path(m["path"]) for m in json.loads(out)] == [files[i] for i in order]
+
+    # --rerank: the 8 nearest, ordered by k_reciprocal on that (1 + 8)-item problem
+    shortlist = np.argsort(dist, kind="stable")[:8]
+    g = xb[shortlist]
+    reranked = k_reciprocal(euclidean_distmat(mean[None], g), np.zeros((1, 1)), euclidean_distmat(g, g))[0]
+    code, out, _ = run(capsys, "search", "--model", tiny_model, "--gallery", tmp_path / "g", *crops, "--k", 8,
+                       "--rerank", "--rerank-size", 8, "--json")
+    got = json.loads(out)
+    assert [Path(m["path"]) for m in got] == [files[i] for i in shortlist[np.argsort(reranked, kind="stable")]]
+    np.testing.assert_allclose([m["reranked_distance"] for m in got], np.sort(reranked), atol=1e-6)
+    code, _, err = run(capsys, "search", "--model", tiny_model, "--gallery", tmp_path / "g", crops[0],
+                       "--rerank-size", 8)
+    assert code != 0 and "only applies with --rerank" in err
 
 
 # ---------------------------------------------------------------- stats, remove, add

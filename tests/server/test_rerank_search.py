@@ -166,3 +166,9 @@ def test_four_crops_rank_their_identity_at_least_as_well_as_single_crops(
             fused_ap.append(_average_precision([m["pid"] for m in fused["matches"]], pid))
         assert np.mean(single_ap) < 1.0, "single crops must err for the comparison to mean anything"
         assert np.mean(fused_ap) >= np.mean(single_ap)
+
+
+def test_rerank_on_an_empty_gallery_is_empty(client: TestClient) -> None:
+    answer = post_search(client, [crop_bytes(1)], rerank="true")
+    assert answer.status_code == 200
+    assert answer.json()["matches"] == [] and answer.json()["rerank"]["shortlist"] == 100
