@@ -12,7 +12,7 @@ carry, so that a request the schema calls valid is one the server accepts:
   alternative (from the ``None`` default) is dropped; ``null`` sent as text is refused.
 
 What no schema can say is listed in docs/server.md (a value given a number of times that must
-match the number of files; ``time_from <= time_to``).
+match the number of files; ``time_from <= time_to``; ``rerank_size`` only with ``rerank``).
 """
 
 from __future__ import annotations

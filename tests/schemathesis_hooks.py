@@ -41,21 +41,27 @@ for _media_type, _fmt in FORMATS.items():
     schemathesis.openapi.media_type(_media_type, image_bytes(_fmt))
 
 
+#: The list-of-files fields of each operation (no media type a generator honours, see above).
+_FILE_LISTS = {("POST", "/gallery"): "files", ("POST", "/search"): "image"}
+
+
 @schemathesis.hook
 def before_generate_body(context: HookContext, strategy: st.SearchStrategy) -> st.SearchStrategy:
-    """``POST /gallery``: each non-empty drawn ``files`` part becomes a PNG made from its bytes,
-    in valid and invalid requests alike (no schema rule judges a non-empty part's content, so
-    this never makes an invalid request valid); an empty part stays empty."""
+    """``POST /gallery`` ``files`` and ``POST /search`` ``image`` (several crops): each non-empty
+    drawn part becomes a PNG made from its bytes, in valid and invalid requests alike (no schema
+    rule judges a non-empty part's content, so this never makes an invalid request valid); an
+    empty part stays empty."""
     operation = context.operation
-    if operation is None or (operation.method.upper(), operation.path) != ("POST", "/gallery"):
+    field = None if operation is None else _FILE_LISTS.get((operation.method.upper(), operation.path))
+    if field is None:
         return strategy
-    return strategy.map(_files_as_images)
+    return strategy.map(lambda body: _files_as_images(body, field))
 
 
-def _files_as_images(body: object) -> object:
-    if not isinstance(body, dict) or not isinstance(body.get("files"), list):
+def _files_as_images(body: object, field: str) -> object:
+    if not isinstance(body, dict) or not isinstance(body.get(field), list):
         return body
-    return {**body, "files": [_as_image(part) for part in body["files"]]}
+    return {**body, field: [_as_image(part) for part in body[field]]}
 
 
 def _as_image(part: object) -> object:
@@ -77,7 +83,8 @@ def filter_failure(context: object, failure: object, case: Case, response: Respo
     * ``POST /gallery`` parts that are not images: a list of files has no media type a test
       generator honours (see server/openapi.py), so its valid-looking parts are random bytes;
     * ``POST /gallery`` labels (pid, camera, timestamp) given neither once nor once per file;
-    * ``POST /search`` with ``time_from`` after ``time_to``.
+    * ``POST /search`` with ``time_from`` after ``time_to``, or ``rerank_size`` without
+      ``rerank=true``.
     """
     if getattr(failure, "code", None) != "ST202":
         return True
@@ -92,5 +99,7 @@ def filter_failure(context: object, failure: object, case: Case, response: Respo
     if route == "POST /gallery" and response.status_code == 422 and " times for " in detail:
         return False
     if route == "POST /search" and response.status_code == 422 and " is after time_to=" in detail:
+        return False
+    if route == "POST /search" and response.status_code == 422 and "only applies with rerank=true" in detail:
         return False
     return True
