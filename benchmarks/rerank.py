@@ -24,6 +24,7 @@ import contextlib
 import io
 import math
 import platform
+import re
 import sys
 import tempfile
 import time
@@ -290,18 +291,31 @@ def plot_sizes(points: list[SizePoint], path: Path) -> bool:
     return True
 
 
-def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+def add_training_arguments(parser: argparse.ArgumentParser) -> None:
+    """The generated data and training options :func:`train_and_extract` reads."""
     parser.add_argument("--seeds", type=int, nargs="*", default=[0, 1, 2], help="one trained model each")
     parser.add_argument("--ids", type=int, default=60, help="identities per generated domain")
     parser.add_argument("--images-per-id", type=int, default=8)
     parser.add_argument("--epochs", type=int, default=3)
     parser.add_argument("--steps", type=int, default=8, help="steps per epoch")
+    parser.add_argument("--no-write", action="store_true", help="print, do not write the results file")
+
+
+def with_other_sections(report: str) -> str:
+    """``report`` followed by the sections other benchmarks keep in the results file (each
+    between its ``<!-- name: ... -->`` and ``<!-- /name -->`` lines), so a re-run keeps them."""
+    old = RESULTS.read_text() if RESULTS.exists() else ""
+    kept = [m.group(0).rstrip() for m in re.finditer(r"^<!-- (\w+): .*? -->\n.*?^<!-- /\1 -->", old, flags=re.S | re.M)]
+    return report.rstrip("\n") + "".join(f"\n\n{section}" for section in kept) + "\n"
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    add_training_arguments(parser)
     parser.add_argument("--sizes", type=int, nargs="*", default=[2000, 6000, 12000, 50000],
                         help="N = Q + G of the random size test")
     parser.add_argument("--dim", type=int, default=128, help="feature dimension of the size test")
     parser.add_argument("--dense-limit", type=int, default=12000, help="largest N the dense variant is run at")
-    parser.add_argument("--no-write", action="store_true", help="print, do not write the results file")
     parser.add_argument("--plot-only", action="store_true",
                         help="only re-draw the memory plot from the size table of the results file")
     return parser
@@ -332,7 +346,7 @@ def main(argv: list[str] | None = None) -> int:
         report = render(args, quality, size, time.perf_counter() - started)
         print(report)
         if not args.no_write:
-            atomic_write_bytes(RESULTS, report.encode())
+            atomic_write_bytes(RESULTS, with_other_sections(report).encode())
             print(f"wrote {RESULTS}")
             if plot_sizes(points, PLOT):
                 print(f"wrote {PLOT}")

@@ -34,7 +34,14 @@ from pathlib import Path
 
 import numpy as np
 
-from rerank import RERANK, RESULTS, Split, mean_ci, train_and_extract  # noqa: E402  (benchmarks/ on sys.path)
+from rerank import (  # noqa: E402  (benchmarks/ is on sys.path)
+    RERANK,
+    RESULTS,
+    Split,
+    add_training_arguments,
+    mean_ci,
+    train_and_extract,
+)
 from index import faiss_index
 from index.gallery import Gallery
 from index.records import ItemRecord
@@ -144,12 +151,7 @@ def multi_crop(target: Split) -> tuple[dict[str, list[float]], int]:
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--seeds", type=int, nargs="*", default=[0, 1, 2], help="one trained model each")
-    parser.add_argument("--ids", type=int, default=60, help="identities per generated domain")
-    parser.add_argument("--images-per-id", type=int, default=8)
-    parser.add_argument("--epochs", type=int, default=3)
-    parser.add_argument("--steps", type=int, default=8, help="steps per epoch")
-    parser.add_argument("--no-write", action="store_true", help="print, do not write the results file")
+    add_training_arguments(parser)
     return parser
 
 
