@@ -213,8 +213,7 @@ class SearchService:
         if len(uploads) > 1:
             found = await self._search_crops(uploads, query)
         elif self._batcher is not None:
-            upload = uploads[0]
-            found = await self._search_batched(upload, query)
+            found = await self._search_batched(uploads[0], query)
         else:
             # Every hop between the event loop and a thread costs a wake-up of each, so the
             # three blocking steps of an unbatched search run in one request-thread call.
