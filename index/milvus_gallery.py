@@ -596,10 +596,16 @@ class MilvusGallery:
             has_pid=has_pid, has_camera=has_cam,
         )
 
-    def vectors(self) -> VectorBatch:
+    def vectors(self, ids: Iterable[int] | None = None) -> VectorBatch:
         """Every stored vector with its id, ascending by id: ``ids`` (n,) int64, ``xb`` (n, dim)
-        float32, as added."""
-        batches = list(self.iter_vectors())
+        float32, as added. With ``ids``, only those of the listed ids that exist (a shortlist
+        to re-rank)."""
+        if ids is not None:
+            rows = [row for chunk in _chunks(sorted({int(i) for i in ids}), _QUERY_CHUNK)
+                    for row in self._query(f"id in {_ints(chunk)}", ["id", "vector"])]
+            batches = [_vector_batch(rows, self.dim)] if rows else []
+        else:
+            batches = list(self.iter_vectors())
         if not batches:
             return VectorBatch(np.empty(0, dtype=np.int64), np.empty((0, self.dim), dtype=np.float32))
         ids = np.concatenate([ids for ids, _ in batches])

@@ -112,8 +112,9 @@ class GalleryBackend(Protocol):
 
     def labels(self) -> GalleryLabels: ...
 
-    def vectors(self) -> VectorBatch:
-        """Every stored vector with its id, ascending by id (for re-ranking in evaluation)."""
+    def vectors(self, ids: Iterable[int] | None = None) -> VectorBatch:
+        """Every stored vector with its id, ascending by id (for re-ranking in evaluation); with
+        ``ids``, only those of the listed ids that exist (a shortlist to re-rank)."""
         ...
 
     def ids_older_than(self, cutoff: float, timestamp_floor: float | None = None) -> list[int]:

@@ -35,7 +35,7 @@ from typing import NamedTuple
 import numpy as np
 from threadpoolctl import ThreadpoolController
 
-from index.gallery import Gallery
+from index.protocol import GalleryBackend
 from index.records import IdentityMatch, Match
 from training.core.evaluation import euclidean_distmat
 from training.core.rerank import RerankParams, k_reciprocal
@@ -104,7 +104,7 @@ def _blas() -> ThreadpoolController:
     return ThreadpoolController()
 
 
-def search_reranked(gallery: Gallery, query: np.ndarray, params: ShortlistParams, *, k: int,
+def search_reranked(gallery: GalleryBackend, query: np.ndarray, params: ShortlistParams, *, k: int,
                     k_identities: int = 0, items_per_identity: int = 3, cameras: Iterable[int] | None = None,
                     exclude_cameras: Iterable[int] | None = None,
                     time_range: tuple[float | None, float | None] | None = None,

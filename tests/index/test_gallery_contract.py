@@ -351,6 +351,9 @@ def test_vectors_and_ids_older_than(backend: Backend):
         stored = gallery.vectors()
         np.testing.assert_array_equal(stored.ids, ids)
         np.testing.assert_array_equal(stored.xb, xb)
+        some = gallery.vectors([ids[3], ids[1], 10**9])  # a shortlist, in any order, an absent id
+        np.testing.assert_array_equal(some.ids, [ids[1], ids[3]])
+        np.testing.assert_array_equal(some.xb, xb[[1, 3]])
         cutoff = time.time() + 10
         assert gallery.ids_older_than(cutoff) == ids.tolist()
         assert gallery.ids_older_than(cutoff, 1e9) == [ids[0], ids[1], ids[3]]
