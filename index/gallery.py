@@ -452,7 +452,7 @@ class Gallery:
         with self._rw.read():
             self._check_open()
             if ids is not None:
-                return self._store.vectors_by_ids([int(i) for i in ids])
+                return self._store.vectors_by_ids(np.fromiter((int(i) for i in ids), dtype=np.int64))
             batches = list(self._store.iter_vectors())
         if not batches:
             return VectorBatch(np.empty(0, dtype=np.int64), np.empty((0, self.dim), dtype=np.float32))
