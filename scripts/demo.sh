@@ -64,7 +64,8 @@ reid-index stats "$OUT/gallery"
 echo "== The deployed model + gallery on $TARGET's query/gallery"
 reid-index eval --model "$OUT/model.onnx" --data "$TARGET"
 
-query=$(find "$TARGET/query" -name '*.jpg' | sort | head -n 1)
+# sed reads to the end (head would close the pipe early, and pipefail turns sort's SIGPIPE into a failure)
+query=$(find "$TARGET/query" -name '*.jpg' | sort | sed -n 1p)
 echo "== Searching the gallery for $query"
 reid-index search --model "$OUT/model.onnx" --gallery "$OUT/gallery" "$query" --k 5
 
