@@ -30,19 +30,11 @@ def atomic_open(path: str | os.PathLike[str]) -> Iterator[BinaryIO]:
 
     On any exception the temp file is removed and ``path`` is untouched.
     """
-    target = prepare_target(path)
-    fd, tmp = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".tmp", dir=target.parent)
-    try:
-        with os.fdopen(fd, "wb") as fh:
-            yield fh
-            fh.flush()
-            os.fsync(fh.fileno())
-        os.replace(tmp, target)
-    except BaseException:
-        with contextlib.suppress(FileNotFoundError):
-            os.unlink(tmp)
-        raise
-    fsync_dir(target.parent)
+    # The temp-file protocol (fsync, rename, fsync the folder, clean up on failure) is
+    # atomic_path's; mkstemp's 0600 permissions are kept, as before.
+    with atomic_path(path, mode=None) as tmp, open(tmp, "wb") as fh:
+        yield fh
+        fh.flush()
 
 
 def atomic_write_bytes(path: str | os.PathLike[str], data: bytes) -> None:
@@ -74,7 +66,7 @@ def prepare_target(path: str | os.PathLike[str]) -> Path:
 
 
 @contextlib.contextmanager
-def atomic_path(path: str | os.PathLike[str], suffix: str = ".tmp", mode: int = 0o644) -> Iterator[Path]:
+def atomic_path(path: str | os.PathLike[str], suffix: str = ".tmp", mode: int | None = 0o644) -> Iterator[Path]:
     """Yield a temp path beside ``path`` for a writer that wants a file name (not a handle).
 
     On clean exit the temp file is fsynced, given permissions ``mode`` (mkstemp makes it
@@ -92,7 +84,8 @@ def atomic_path(path: str | os.PathLike[str], suffix: str = ".tmp", mode: int = 
             os.fsync(fd)
         finally:
             os.close(fd)
-        os.chmod(tmp, mode)
+        if mode is not None:  # None keeps mkstemp's owner-only 0600
+            os.chmod(tmp, mode)
         os.replace(tmp, target)
     except BaseException:
         with contextlib.suppress(FileNotFoundError):
