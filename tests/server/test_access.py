@@ -143,7 +143,7 @@ def test_a_key_removed_from_the_keys_file_is_refused_after_sighup(model_path: Pa
     log = output.read_text()
     assert "keys file" in log and "reloaded" in log
     assert alice not in log and bob not in log  # keys are never logged
-    assert alice.split("_")[2] not in (tmp_path / "gallery" / "audit" / "audit.jsonl").read_text()
+    assert alice.split("_", 2)[2] not in (tmp_path / "gallery" / "audit" / "audit.jsonl").read_text()
 
 
 def test_rate_limit_answers_429_with_retry_after(make_settings: Callable[..., Settings], capsys,
