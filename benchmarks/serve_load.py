@@ -13,9 +13,10 @@ three models:
 For each model a gallery of ``--gallery-size`` generated crops embedded by that model, then
 
 1. direct: decode + embed + item and identity search, in this process, one query at a time,
-   in batches of ``--max-batch``, and in batches of ``--max-batch`` on two threads sharing one
-   session (what the server's two embedding lanes do); the better batched figure is the
-   ceiling the server is held to;
+   in batches of ``--max-batch``, in batches of ``--max-batch`` on two threads sharing one
+   two-thread session, and on two threads each calling a one-thread session (what the
+   server's two embedding lanes do under load); the best batched figure is the ceiling the
+   server is held to;
 2. server: ``reid-serve`` in a subprocess on 127.0.0.1, with and without micro-batching; a
    minimal asyncio HTTP/1.1 load generator keeps 1, 2, 4, 8, 16 uploads in flight for
    ``--seconds`` each.
@@ -208,15 +209,16 @@ def percentiles(latencies_s: list[float]) -> tuple[float, float, float]:
     return tuple(float(np.percentile(ms, q)) for q in (50, 95, 99))  # type: ignore[return-value]
 
 
-def direct(model: Path, gallery: Path, queries: list[bytes], batch: int, seconds: float, lanes: int = 1) -> Row:
+def direct(model: Path, gallery: Path, queries: list[bytes], batch: int, seconds: float, lanes: int = 1,
+           onnx_threads: int = 2) -> Row:
     """The same work as /search, in-process: decode, embed, item and identity search, in groups
-    of ``batch``; ``lanes`` threads run such loops at once on one session (2 ONNX threads)."""
+    of ``batch``; ``lanes`` threads run such loops at once on one session of ``onnx_threads``."""
     from export.runtime import Embedder
     from index import faiss_index
     from index.opening import open_or_create
 
     faiss_index.set_num_threads(1)
-    embedder = Embedder(model, intra_op_threads=2, spin=lanes == 1)
+    embedder = Embedder(model, intra_op_threads=onnx_threads, spin=lanes == 1)
     with open_or_create(gallery, embedder, create=False) as g:
         def loop(lane: int, stop_at: float) -> list[float]:
             latencies: list[float] = []
@@ -239,7 +241,8 @@ def direct(model: Path, gallery: Path, queries: list[bytes], batch: int, seconds
     latencies = [x for run in runs for x in run]
     done = len(latencies)
     p50, p95, p99 = percentiles(latencies)
-    mode = f"direct, batch {batch}" + (f" x {lanes} threads" if lanes > 1 else "")
+    mode = (f"direct, batch {batch}" + (f" x {lanes} threads" if lanes > 1 else "")
+            + (f", {onnx_threads} ONNX thread{'s' if onnx_threads > 1 else ''}" if onnx_threads != 2 else ""))
     return Row(mode, 1, done, done / elapsed, p50, p95, p99, float(batch),
                cpu_ms=1000.0 * cpu / done, cores_busy=cpu / elapsed)
 
@@ -518,14 +521,15 @@ def measure(m: Served, args: argparse.Namespace) -> Result:
     queries = crops(64, seed=2, height=m.height, width=m.width)
     rows: list[Row] = []
 
-    def baseline(batch: int, lanes: int = 1) -> None:
-        rows.append(direct(m.model, m.gallery, queries, batch, args.seconds, lanes))
+    def baseline(batch: int, lanes: int = 1, onnx_threads: int = 2) -> None:
+        rows.append(direct(m.model, m.gallery, queries, batch, args.seconds, lanes, onnx_threads))
         print(m.name, rows[-1], flush=True)
 
     # Direct, server, direct, server, direct: drift of the shared machine shows as spread.
     baseline(1)
     baseline(args.max_batch)
     baseline(args.max_batch, lanes=2)
+    baseline(args.max_batch, lanes=2, onnx_threads=1)
     batched, micro_plan = sweep(m, queries, True, args)
     rows += batched
     baseline(1)

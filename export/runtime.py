@@ -112,6 +112,9 @@ class Embedder:
             Runtime's default: lowest latency when nothing else runs). A server whose other
             threads decode, search and parse HTTP on the same cores should pass False: the
             spinning takes their CPU (reid-serve measured 3-5 ms of CPU per request).
+        report: log which providers run the model and on how many threads (one INFO line, and a
+            WARNING for a requested provider that is missing); False for a second session of
+            a model already reported.
 
     Raises:
         ReIDError: the file is missing, not ONNX, not one of our exports (metadata), or its
@@ -129,6 +132,7 @@ class Embedder:
         batch_size: int = 32,
         max_pixels: int = DEFAULT_MAX_PIXELS,
         spin: bool = True,
+        report: bool = True,
     ) -> None:
         self._path = Path(model_path)
         for name, value in (
@@ -167,7 +171,8 @@ class Embedder:
         metadata = self._session.get_modelmeta().custom_metadata_map
         self._contract = ModelContract.from_metadata(metadata, source=str(self._path))
         self._check_graph()
-        self._log_providers(chosen, missing, available, intra, inter_op_threads)
+        if report:
+            self._log_providers(chosen, missing, available, intra, inter_op_threads)
 
     # ----------------------------------------------------------------- properties
     @property

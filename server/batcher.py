@@ -9,6 +9,12 @@ around one ONNX call (stacking, delivering rows, the callback) overlaps another'
 While every lane is busy, new crops queue up and form the next batch, so under load batches
 fill without waiting.
 
+With several lanes free, the crops already queued are shared among them (a lane takes its
+share, rounded up) instead of all going to the first: on a CPU, lanes embedding side by side
+are the cheapest way through a burst. A batch that starts while another is in the model runs
+``run_overlapping`` when one is given (the service's one-thread session: see
+:mod:`server.threads`), so overlapping batches do not fight over one session's thread pool.
+
 The consumer waits for more crops only while some query has announced itself
 (:meth:`MicroBatcher.coming`: its upload is being decoded) and is not queued yet: waiting when
 nothing is on its way would only add ``max_wait`` to every lone query (2 ms of a 7 ms search).
@@ -51,7 +57,8 @@ class MicroBatcher:
     """Collects single crops into batches for ``run_batch`` ((B, 3, H, W) -> (B, D)).
 
     At most ``lanes`` batches run at once, in ``executor`` (give it at least ``lanes``
-    threads). ``on_batch(batch_size, seconds)`` is called after each run (metrics). Use
+    threads); a batch that starts while another runs calls ``run_overlapping`` instead of
+    ``run_batch`` when one is given. ``on_batch(batch_size, seconds)`` is called after each run (metrics). Use
     :meth:`start` inside a running event loop and :meth:`stop` before the executor shuts down.
     """
 
@@ -64,6 +71,7 @@ class MicroBatcher:
         max_wait_s: float,
         on_batch: Callable[[int, float], None] | None = None,
         lanes: int = 1,
+        run_overlapping: Callable[[np.ndarray], np.ndarray] | None = None,
     ) -> None:
         if lanes < 1:
             raise ValueError(f"lanes must be >= 1, got {lanes}")
@@ -72,6 +80,7 @@ class MicroBatcher:
         if max_wait_s < 0:
             raise ValueError(f"max_wait_s must be >= 0, got {max_wait_s}")
         self._run_batch = run_batch
+        self._run_overlapping = run_overlapping or run_batch
         self._executor = executor
         self._max_batch = max_batch
         self._max_wait_s = max_wait_s
@@ -82,6 +91,7 @@ class MicroBatcher:
         self._queue: asyncio.Queue[_Pending] | None = None
         self._task: asyncio.Task[None] | None = None
         self._coming = 0  # queries inside coming(): decoding, about to be submitted
+        self._busy = 0  # batches in the model now
 
     @contextlib.contextmanager
     def coming(self) -> Iterator[None]:
@@ -142,12 +152,15 @@ class MicroBatcher:
             if not batch:
                 self._free.release()
                 continue
-            task = asyncio.create_task(self._run(loop, batch), name="reid-micro-batch")
+            run = self._run_overlapping if self._busy else self._run_batch
+            self._busy += 1
+            task = asyncio.create_task(self._run(loop, batch, run), name="reid-micro-batch")
             self._running.add(task)
             task.add_done_callback(functools.partial(self._finished, batch))
 
     def _finished(self, batch: list[_Pending], task: asyncio.Task[None]) -> None:
         self._running.discard(task)
+        self._busy -= 1
         assert self._free is not None
         self._free.release()
         if task.cancelled():  # also when stop() cancelled it before it ever ran
@@ -158,9 +171,13 @@ class MicroBatcher:
         within ``max_wait`` while some announced query is still being prepared."""
         assert self._queue is not None
         batch = [await self._queue.get()]
+        waiting = self._queue.qsize()
+        # This lane and the other free ones share what is already queued (-(-a // b) rounds up).
+        free_lanes = self._lanes - self._busy  # >= 1: this lane's slot is taken, not yet busy
+        limit = min(self._max_batch, -(-(1 + waiting) // free_lanes)) if waiting else self._max_batch
         try:
             deadline = loop.time() + self._max_wait_s
-            while len(batch) < self._max_batch:
+            while len(batch) < limit:
                 if not self._queue.empty():
                     batch.append(self._queue.get_nowait())
                     continue
@@ -177,15 +194,17 @@ class MicroBatcher:
             raise
         return batch
 
-    def _stack_and_run(self, xs: list[np.ndarray]) -> np.ndarray:
+    @staticmethod
+    def _stack_and_run(run: Callable[[np.ndarray], np.ndarray], xs: list[np.ndarray]) -> np.ndarray:
         # In the embedding thread: a batch of 256x128 crops is megabytes to copy, which the
         # event loop should not spend its time on.
-        return self._run_batch(np.stack(xs))
+        return run(np.stack(xs))
 
-    async def _run(self, loop: asyncio.AbstractEventLoop, batch: list[_Pending]) -> None:
+    async def _run(self, loop: asyncio.AbstractEventLoop, batch: list[_Pending],
+                   run: Callable[[np.ndarray], np.ndarray]) -> None:
         started = time.perf_counter()
         try:
-            vectors = await loop.run_in_executor(self._executor, self._stack_and_run, [p.x for p in batch])
+            vectors = await loop.run_in_executor(self._executor, self._stack_and_run, run, [p.x for p in batch])
             if len(vectors) != len(batch):
                 raise RuntimeError(f"the model returned {len(vectors)} embeddings for {len(batch)} queries")
         except asyncio.CancelledError:

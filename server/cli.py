@@ -48,6 +48,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--onnx-spin", action="store_true", default=None,
                    help="let idle ONNX Runtime threads busy-wait (lower latency for one client, more CPU)")
     p.add_argument("--embed-lanes", type=int, help="micro-batches embedded at once (default: see docs)")
+    p.add_argument("--lane-threads", type=int,
+                   help="ONNX Runtime threads of a micro-batch that overlaps another, on a second session "
+                        "of the model (CPU default 1; equal to --onnx-threads: one session)")
     p.add_argument("--faiss-threads", type=int, help="FAISS threads (default: cores // workers)")
     p.add_argument("--providers", help="ONNX Runtime providers: auto (default), cpu, cuda, tensorrt")
     p.add_argument("--faiss-device", "--device", dest="device", choices=DEVICES,

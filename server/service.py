@@ -149,9 +149,10 @@ class SearchService:
     """The model, the gallery and the worker threads of one running app."""
 
     def __init__(self, settings: Settings, embedder: Embedder, gallery: GalleryBackend, plan: ThreadPlan,
-                 metrics: Metrics) -> None:
+                 metrics: Metrics, lane_embedder: Embedder | None = None) -> None:
         self.settings = settings
         self.embedder = embedder
+        self.lane_embedder = lane_embedder  # the same model on fewer threads, for overlapping batches
         self.gallery = gallery
         self.plan = plan
         self.metrics = metrics
@@ -165,7 +166,7 @@ class SearchService:
             self._batcher = MicroBatcher(
                 embedder.embed_arrays, self._embed_thread, max_batch=settings.max_batch,
                 max_wait_s=settings.max_wait_ms / 1000.0, on_batch=metrics.observe_batch,
-                lanes=plan.lanes,
+                lanes=plan.lanes, run_overlapping=lane_embedder.embed_arrays if lane_embedder else None,
             )
         metrics.track_gallery_size(lambda: len(self.gallery))
 
@@ -174,16 +175,23 @@ class SearchService:
         """Load the model and open (or create) the gallery, with the thread plan applied."""
         plan = plan_threads(micro_batching=settings.micro_batching, workers=settings.workers,
                             onnx=settings.onnx_threads, faiss=settings.faiss_threads,
-                            lanes=settings.embed_lanes, device=embedding_device(settings.providers))
+                            lanes=settings.embed_lanes, device=embedding_device(settings.providers),
+                            lane_onnx=settings.lane_threads)
         faiss_index.set_num_threads(plan.faiss)
         embedder = Embedder(settings.model, providers=settings.providers,
                             intra_op_threads=plan.onnx, batch_size=max(settings.max_batch, 32),
                             max_pixels=settings.max_pixels, spin=settings.onnx_spin)
+        lane_embedder = None
+        if settings.micro_batching and plan.lane_session:
+            # A second session of the same file; its providers were reported by the first.
+            lane_embedder = Embedder(settings.model, providers=settings.providers,
+                                     intra_op_threads=plan.lane_onnx, batch_size=max(settings.max_batch, 32),
+                                     max_pixels=settings.max_pixels, spin=settings.onnx_spin, report=False)
         gallery = open_or_create(settings.gallery, embedder, create=settings.create_gallery,
                                  device=settings.device)
         log.info("serving %s with gallery %s (%d items); %s", settings.model, settings.gallery,
                  len(gallery), plan.describe())
-        return cls(settings, embedder, gallery, plan, metrics)
+        return cls(settings, embedder, gallery, plan, metrics, lane_embedder)
 
     async def start(self) -> None:
         if self._batcher is not None:

@@ -59,7 +59,12 @@ class Settings(BaseSettings):
                            "they take CPU from decoding and HTTP"
     )
     embed_lanes: int | None = Field(
-        None, ge=1, description="micro-batches embedded at once (default: 2 on CPUs, 1 on a GPU)"
+        None, ge=1, description="micro-batches embedded at once (default: usable cores on a CPU, 1 on a GPU)"
+    )
+    lane_threads: int | None = Field(
+        None, ge=1, description="ONNX Runtime threads of a micro-batch that starts while another is in the "
+                                "model, run on a second session of the model (CPU default 1; equal to "
+                                "onnx_threads: one session for all)"
     )
     faiss_threads: int | None = Field(None, ge=1, description="FAISS OpenMP threads")
     providers: str = Field("auto", description="ONNX Runtime providers: auto, cpu, cuda, tensorrt")

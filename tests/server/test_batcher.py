@@ -138,6 +138,71 @@ def test_thread_plan_does_not_oversubscribe(batching: bool, device: str, expecte
     eight = plan_threads(micro_batching=False, cores=8, workers=4)
     assert eight.workers * eight.onnx <= 8 and eight.workers * eight.faiss <= 8
     assert plan_threads(micro_batching=True, cores=1).lanes == 1
+    # Overlapping CPU batches get a one-thread session; a GPU, one core or no batching: one session.
+    assert plan.lane_session == (batching and device == "cpu") and (plan.lane_onnx == 1) == plan.lane_session
+    assert not plan_threads(micro_batching=True, cores=1).lane_session
+    assert not plan_threads(micro_batching=True, cores=2, onnx=1).lane_session  # same threads: one session
+    cpu8 = plan_threads(micro_batching=True, cores=8)
+    assert (cpu8.lanes, cpu8.onnx, cpu8.lane_onnx) == (8, 8, 1)
+    assert "1 per overlapping lane" in cpu8.describe()
+
+
+def test_a_batch_that_overlaps_another_runs_on_the_lane_runner() -> None:
+    """A lone batch gets the wide session; one that starts while another is in the model gets
+    the lane session; once the model is idle again a lone query is wide again."""
+    runs: list[tuple[str, int]] = []
+    gate = threading.Event()
+
+    def runner(name: str, hold: bool):
+        def run(xb: np.ndarray) -> np.ndarray:
+            if hold:
+                gate.wait(5)
+            runs.append((name, len(xb)))
+            return xb.reshape(len(xb), -1)[:, :2].copy()
+        return run
+
+    async def scenario() -> list:
+        with ThreadPoolExecutor(2) as pool:
+            batcher = MicroBatcher(runner("wide", True), pool, max_batch=8, max_wait_s=0.0, lanes=2,
+                                   run_overlapping=runner("lane", False))
+            await batcher.start()
+            first = asyncio.create_task(batcher.submit(np.full((3, 2, 2), 1, np.float32)))
+            await asyncio.sleep(0.05)  # the first batch is inside the wide session, held
+            second = await batcher.submit(np.full((3, 2, 2), 2, np.float32))
+            gate.set()
+            out = [await first, second]
+            out.append(await batcher.submit(np.full((3, 2, 2), 3, np.float32)))
+            await batcher.stop()
+            return out
+
+    out = asyncio.run(scenario())
+    assert [float(e.vector[0]) for e in out] == [1.0, 2.0, 3.0]
+    assert runs == [("lane", 1), ("wide", 1), ("wide", 1)]
+
+
+def test_queued_queries_are_shared_among_free_lanes() -> None:
+    """Eight queries queued at once with two idle lanes: four each, not eight and nothing."""
+    sizes: list[int] = []
+    lock = threading.Lock()
+    both = threading.Barrier(2, timeout=2)
+
+    def run(xb: np.ndarray) -> np.ndarray:
+        with lock:
+            sizes.append(len(xb))
+        both.wait()  # only two batches in the model at once can pass
+        return xb.reshape(len(xb), -1)[:, :2].copy()
+
+    async def scenario() -> list:
+        with ThreadPoolExecutor(2) as pool:
+            batcher = MicroBatcher(run, pool, max_batch=16, max_wait_s=0.0, lanes=2)
+            await batcher.start()
+            out = await asyncio.gather(*(batcher.submit(np.full((3, 2, 2), i, np.float32)) for i in range(8)))
+            await batcher.stop()
+            return out
+
+    out = asyncio.run(scenario())
+    assert [float(e.vector[0]) for e in out] == [float(i) for i in range(8)]
+    assert sorted(sizes) == [4, 4]
 
 
 @pytest.mark.parametrize("lanes", [1, 2])

@@ -128,12 +128,20 @@ def test_serve_loads_the_model_once_and_serves_what_it_opened(tmp_path: Path, mo
     from export.runtime import Embedder
     from index.opening import model_description
 
+    from server.threads import plan_threads
+
     model = write_tiny_model(tmp_path / "m.onnx", seed=1)
     loads: list[Path] = []
+    lane_sessions: list[tuple[Path, int | None]] = []
     real_init = Embedder.__init__
 
     def counting_init(self, model_path, *args, **kwargs) -> None:
-        loads.append(Path(model_path))
+        # The one-thread session for overlapping micro-batches (server.threads) is a second,
+        # silent session of the same file, not a second opening path.
+        if kwargs.get("report", True):
+            loads.append(Path(model_path))
+        else:
+            lane_sessions.append((Path(model_path), kwargs.get("intra_op_threads")))
         real_init(self, model_path, *args, **kwargs)
 
     answers = []
@@ -148,6 +156,7 @@ def test_serve_loads_the_model_once_and_serves_what_it_opened(tmp_path: Path, mo
     assert main(["--model", str(model), "--gallery", str(tmp_path / "g"), "--create", "--port", "0"]) == 0, \
         capsys.readouterr().err
     assert loads == [model]
+    assert lane_sessions == ([(model, 1)] if plan_threads(micro_batching=True).lane_session else [])
     assert answers[0]["status"] == "ready" and answers[0]["model_fingerprint"] == Embedder(model).fingerprint
     # the same manifest fields as a gallery reid-index makes (tests/index/test_opening.py)
     manifest = json.loads((tmp_path / "g" / "manifest.json").read_text())
