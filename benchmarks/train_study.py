@@ -149,9 +149,11 @@ def run_cell(variant: Variant, seed: int, data: Path, work: Path, args: argparse
         if best is not None:
             cell["best_val_epoch"] = best.epoch
             cell["best_val_target_mAP"] = target_metrics(best.build_model(), data)["pool5"]["mAP"]
-        for name in ("last.pt", "best.pt"):  # the numbers are kept; the weights are not needed again
-            (out / name).unlink(missing_ok=True)
+        (out / "best.pt").unlink(missing_ok=True)  # its numbers are kept; the weights are not needed
+        if variant.key not in args.keep_weights:
+            (out / "last.pt").unlink(missing_ok=True)
     cell["seconds"] = time.perf_counter() - started
+    cell["load1"] = os.getloadavg()[0]  # how busy the machine was when the cell ended
     return cell
 
 
@@ -179,6 +181,15 @@ def load_cells(work: Path) -> dict[str, dict[int, dict[str, Any]]]:
     return cells
 
 
+def load_text(cells: dict[str, dict[int, dict[str, Any]]]) -> str:
+    """The machine's 1-minute load average as the cells ended (older cells did not record it)."""
+    loads = [c["load1"] for runs in cells.values() for c in runs.values() if "load1" in c]
+    if not loads:
+        return "the machine's load was not recorded"
+    return (f"1-minute load average {min(loads):.1f} to {max(loads):.1f} (median {float(np.median(loads)):.1f}) "
+            "as cells ended, so times per cell compare only at similar load")
+
+
 def pct(x: float) -> str:
     return "n/a" if math.isnan(x) else f"{100 * x:.1f}"
 
@@ -198,8 +209,8 @@ def write_report(work: Path, args: argparse.Namespace, variants: tuple[Variant, 
         f"`python benchmarks/train_study.py --work WORK` ({status}). Seeds per variant: "
         + ", ".join(f"{v.key} {len(seeds_of[v.key])}" for v in present) + ". "
         + (f"Wall time of the last invocation {wall / 60:.0f} min; " if wall else "")
-        + f"{args.threads} torch thread(s) per process, on a 2-core machine shared with other users' jobs "
-        "(load average 10 to 17 while it ran), so times vary.",
+        + f"{args.threads} torch thread(s) per process on {os.cpu_count()} cores; "
+        + load_text(cells) + ".",
         "",
         f"Data (one generated pair, data seed {args.data_seed}, the same for every cell): `reid-synth` with "
         f"{args.ids} identities per domain (half train, half test), {args.images_per_id} images each, "
@@ -378,7 +389,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--data-seed", type=int, default=0)
     parser.add_argument("--height", type=int, default=64)
     parser.add_argument("--width", type=int, default=32)
-    parser.add_argument("--epochs", type=int, default=10)
+    parser.add_argument("--epochs", type=int, default=16,
+                        help="long enough that source only has stopped improving on its held-out identities")
     parser.add_argument("--steps-per-epoch", type=int, default=12)
     parser.add_argument("--eval-every", type=int, default=1)
     parser.add_argument("--val-ids", type=int, default=12)
@@ -387,6 +399,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--target-batch", type=int, default=4)
     parser.add_argument("--threads", type=int, default=1,
                         help="torch threads; 1 is fastest on a machine shared with other jobs")
+    parser.add_argument("--keep-weights", nargs="*", default=[], metavar="VARIANT",
+                        help="keep these variants' last.pt under WORK/runs (e.g. to measure re-ranking on them)")
     parser.add_argument("--report", action="store_true", help="only rewrite the report from the finished cells")
     parser.add_argument("--out", type=Path, default=RESULTS)
     args = parser.parse_args(argv)
