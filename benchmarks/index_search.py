@@ -29,6 +29,7 @@ from __future__ import annotations
 import argparse
 import os
 import platform
+import shlex
 import sys
 import tempfile
 import time
@@ -352,15 +353,25 @@ def fmt(value: float | None, spec: str) -> str:
     return "-" if value is None else format(value, spec)
 
 
-def render(rows: list[Row], sets: dict[str, str], threads: int, seconds: float, argv: list[str]) -> str:
+def load_average() -> float:
+    """The machine's 1-minute load average (other jobs on the cores make q/s noisy)."""
+    return os.getloadavg()[0]
+
+
+RESULTS_TITLE = "# Gallery index layouts: search speed, recall and memory"
+
+
+def render(rows: list[Row], sets: dict[str, str], threads: int, seconds: float, argv: list[str],
+           load_at_start: float, title: str = RESULTS_TITLE) -> str:
     lines = [
-        "# Gallery index layouts: search speed, recall and memory",
+        title,
         "",
         f"Run: `OMP_WAIT_POLICY={os.environ.get('OMP_WAIT_POLICY', '(unset)')} python "
-        f"benchmarks/index_search.py {' '.join(argv)}` on {platform.machine()}, {threads} FAISS "
-        f"threads, faiss {faiss.__version__}; the 2 cores were shared with other jobs (load average "
-        f"{open('/proc/loadavg').read().split()[0]} at the end), so absolute q/s are low and noisy; the "
-        f"x-exact columns compare rows of the same run. {seconds:.0f} s in all.",
+        f"benchmarks/index_search.py {shlex.join(argv)}` on {platform.machine()}, {os.cpu_count()} cores, "
+        f"{threads} FAISS threads, faiss {faiss.__version__}; 1-minute load average {load_at_start:.1f} at "
+        f"the start and {load_average():.1f} at the end (above the core count, other jobs took CPU and "
+        f"absolute q/s are low and noisy); the x-exact columns compare rows of the same run. "
+        f"{seconds:.0f} s in all.",
         "",
         *[f"- **{name}**: {text}" for name, text in sets.items()],
         "",
@@ -389,10 +400,24 @@ def render(rows: list[Row], sets: dict[str, str], threads: int, seconds: float, 
         "",
         "recall@10 = share of the exact top 10 found in the layout's top 10 (flat is the reference). "
         "RAM at 10M scales B/vector (the centroids' share is that of N). Train and add times exclude "
-        "generating the vectors. The plot beside this file shows recall@10 against q/s at batch 1.",
+        "generating the vectors.",
         "",
     ]
     return "\n".join(lines)
+
+
+def put_section(path: Path, title: str, text: str) -> None:
+    """Write ``text`` (starting with ``## title``) into the results file ``path``: in place of
+    that section if the file has it, else at the end. Other sections are kept as they are."""
+    old = path.read_text() if path.is_file() else ""
+    heading = f"## {title}\n"
+    if heading in old:
+        before, rest = old.split(heading, 1)
+        after = rest[rest.index("\n## "):] if "\n## " in rest else ""
+        new = before + text.rstrip("\n") + "\n" + after
+    else:
+        new = old.rstrip("\n") + "\n\n" + text
+    path.write_text(new)
 
 
 def plot(rows: list[Row], path: Path) -> None:
@@ -433,6 +458,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--layouts", nargs="+", choices=list(LAYOUTS), default=list(LAYOUTS),
                         help="IVF layouts to measure after flat, in this order")
     parser.add_argument("--out", type=Path, default=RESULTS, help="results table (the plot goes beside it)")
+    parser.add_argument("--section", metavar="TITLE",
+                        help="write this run as the section '## TITLE' of --out (replacing a section of that "
+                             "title, keeping the rest) with its own plot, instead of rewriting the file")
     parser.add_argument("--no-write", action="store_true")
     args = parser.parse_args(argv)
     if args.embed:
@@ -440,7 +468,11 @@ def main(argv: list[str] | None = None) -> int:
         return 0
     faiss.omp_set_num_threads(args.threads)
     bench = Bench(deadline=time.monotonic() + args.budget)
-    started = time.perf_counter()
+    started, load_at_start = time.perf_counter(), load_average()
+    plot_path = args.out.with_suffix(".png")
+    if args.section:
+        slug = "".join(ch if ch.isalnum() else "_" for ch in args.section.lower()).strip("_")
+        plot_path = args.out.with_name(f"{args.out.stem}_{slug}.png")
     sets: dict[str, str] = {}
     with tempfile.TemporaryDirectory(dir=args.workdir) as tmp:
         for n in args.sizes:
@@ -451,10 +483,15 @@ def main(argv: list[str] | None = None) -> int:
                 sets[name] = data.description
                 run_size(bench, data, Path(tmp), args.layouts)
                 text = render(bench.rows, sets, args.threads, time.perf_counter() - started,
-                              argv if argv is not None else sys.argv[1:])
+                              argv if argv is not None else sys.argv[1:], load_at_start,
+                              f"## {args.section}" if args.section else RESULTS_TITLE)
+                text += f"\n![recall@10 against queries/s]({plot_path.name})\n"
                 if not args.no_write:  # after each size, so a run cut short keeps what it measured
-                    args.out.write_text(text)
-                    plot(bench.rows, args.out.with_suffix(".png"))
+                    if args.section:
+                        put_section(args.out, args.section, text)
+                    else:
+                        args.out.write_text(text)
+                    plot(bench.rows, plot_path)
     print(text)
     return 0
 
