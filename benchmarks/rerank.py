@@ -23,6 +23,7 @@ import argparse
 import contextlib
 import io
 import math
+import os
 import platform
 import re
 import sys
@@ -125,11 +126,8 @@ def score_variants(target: Split, chosen: tuple[RerankParams, ExpansionParams]) 
 def train_and_extract(seed: int, work: Path, args: argparse.Namespace) -> tuple[Split, Split]:
     """Generate data, train a small model with ``seed``; the target's and the source's
     query/gallery features."""
-    from training.checkpoint import load_checkpoint
     from training.cli.synth import main as synth_main
     from training.cli.train import main as train_main
-    from training.core.datasets import load_dataset
-    from training.features import extract_features
 
     data, run = work / f"data{seed}", work / f"run{seed}"
     quiet = contextlib.redirect_stdout(io.StringIO())
@@ -144,7 +142,17 @@ def train_and_extract(seed: int, work: Path, args: argparse.Namespace) -> tuple[
             "--pretrained", "none", "--eval-every", str(args.epochs), "--seed", str(seed), "--device", "cpu",
             "--workers", "0",
         ]) == 0
-    model = load_checkpoint(run / "last.pt").build_model()
+    return extract_splits(run / "last.pt", data)
+
+
+def extract_splits(checkpoint: Path, data: Path) -> tuple[Split, Split]:
+    """The global (POOL-5) features of the target (``market``) and source (``duke``)
+    query/gallery under ``data``, from ``checkpoint``."""
+    from training.checkpoint import load_checkpoint
+    from training.core.datasets import load_dataset
+    from training.features import extract_features
+
+    model = load_checkpoint(checkpoint).build_model()
 
     def split(root: Path) -> Split:
         dataset = load_dataset(root)
@@ -316,6 +324,11 @@ def build_parser() -> argparse.ArgumentParser:
                         help="N = Q + G of the random size test")
     parser.add_argument("--dim", type=int, default=128, help="feature dimension of the size test")
     parser.add_argument("--dense-limit", type=int, default=12000, help="largest N the dense variant is run at")
+    parser.add_argument("--models", type=Path, nargs="+", metavar="CHECKPOINT",
+                        help="score these trained checkpoints (one per seed, e.g. the `full` runs that "
+                             "benchmarks/train_study.py --keep-weights full keeps) on --data instead of "
+                             "training small ones; writes only the section 'Quality with the study's models'")
+    parser.add_argument("--data", type=Path, help="the generated pair the --models were trained on (market, duke)")
     parser.add_argument("--plot-only", action="store_true",
                         help="only re-draw the memory plot from the size table of the results file")
     return parser
@@ -332,6 +345,8 @@ def main(argv: list[str] | None = None) -> int:
         with contextlib.suppress(ImportError):
             import faiss  # noqa: F401  (imported up front so no timing below includes the import)
         started = time.perf_counter()
+        if args.models:
+            return score_models(args, started)
         per_seed, shapes, chosen = {}, {}, {}
         with tempfile.TemporaryDirectory(prefix="rerank-bench-") as work:
             for seed in args.seeds:
@@ -353,6 +368,48 @@ def main(argv: list[str] | None = None) -> int:
         return 0
 
     return run_cli("rerank-benchmark", body)
+
+
+MODELS_SECTION = "study_models"
+
+
+def score_models(args: argparse.Namespace, started: float) -> int:
+    """``--models``: the quality table for already trained checkpoints, written as its own
+    marked section of the results file (the rest of the file is kept)."""
+    if args.data is None:
+        raise SystemExit("--models needs --data: the generated pair they were trained on")
+    per_seed, shapes, chosen = {}, {}, {}
+    for i, checkpoint in enumerate(args.models):
+        target, source = extract_splits(checkpoint, args.data)
+        chosen[i] = choose_on_source(source)
+        shapes[i] = (len(target.qf), len(target.gf))
+        per_seed[i] = score_variants(target, chosen[i])
+        print(f"{checkpoint}: " + "; ".join(f"{k} {100 * v.result.mAP:.1f}" for k, v in per_seed[i].items()),
+              flush=True)
+    section = "\n".join([
+        f"<!-- {MODELS_SECTION}: written by benchmarks/rerank.py --models -->",
+        "## Quality with the study's models",
+        "",
+        f"`python benchmarks/rerank.py --models {' '.join(str(m) for m in args.models)} --data {args.data}` "
+        f"({time.perf_counter() - started:.0f} s; 1-minute load average {os.getloadavg()[0]:.1f} at the end). "
+        "The models are the training study's full method (Eq. 4, both branches, resnet18 64x32, "
+        "`last.pt`; `benchmarks/results/train_study.md`), one per study seed (listed in order as "
+        "seeds 0, 1, ...), scored on that study's generated target query/gallery with their global "
+        "(POOL-5) feature. Parameters and the choice on the source domain's labelled query/gallery "
+        "exactly as above; nothing chosen on the target's labels.",
+        "",
+        *quality_section(per_seed, shapes, chosen),
+        "",
+        f"<!-- /{MODELS_SECTION} -->",
+    ])
+    print(section)
+    if not args.no_write:
+        old = RESULTS.read_text() if RESULTS.exists() else ""
+        pattern = rf"^<!-- {MODELS_SECTION}: .*? -->\n.*?^<!-- /{MODELS_SECTION} -->\n?"
+        kept = re.sub(pattern, "", old, flags=re.S | re.M).rstrip("\n")
+        atomic_write_bytes(RESULTS, (kept + "\n\n" + section + "\n").encode())
+        print(f"wrote {RESULTS}")
+    return 0
 
 
 def render(args: argparse.Namespace, quality: list[str], size: list[str], seconds: float) -> str:

@@ -60,6 +60,14 @@ def build_parser() -> argparse.ArgumentParser:
                    help="folder whose images GET /gallery/{id}/image may serve for bulk-indexed items "
                         "(repeatable)")
     p.add_argument("--log-level", choices=["critical", "error", "warning", "info", "debug"])
+    r = p.add_argument_group("re-ranking and multi-crop queries (docs/server.md)")
+    r.add_argument("--rerank-size", type=int, help="N: nearest items a rerank=true search re-ranks (default 100)")
+    r.add_argument("--max-rerank-size", type=int, help="largest rerank_size a request may ask for (default 500)")
+    r.add_argument("--rerank-k1", type=int, help="k-reciprocal neighbours k1 (default 20, the paper's)")
+    r.add_argument("--rerank-k2", type=int, help="local query expansion k2 (default 6)")
+    r.add_argument("--rerank-lambda", type=float,
+                   help="weight of the original distance in the re-ranked one, 0..1 (default 0.3)")
+    r.add_argument("--max-query-crops", type=int, help="crops of one person one /search may fuse (default 16)")
     g = p.add_argument_group("access, audit and retention (docs/security.md)")
     g.add_argument("--read-key", help="key for searches, stats and images; prefer REID_READ_KEY. With "
                                       "neither this nor --keys-file, reads are open")

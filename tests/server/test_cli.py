@@ -27,10 +27,21 @@ def test_flags_override_environment(monkeypatch: pytest.MonkeyPatch) -> None:
     assert "from-env" not in repr(s)  # the key never shows in logs
 
 
+def test_rerank_and_lane_flags_reach_the_settings() -> None:
+    args = build_parser().parse_args(["--model", "m.onnx", "--gallery", "g", "--rerank-size", "50",
+                                      "--rerank-k1", "10", "--rerank-k2", "3", "--rerank-lambda", "0.6",
+                                      "--max-query-crops", "4", "--lane-threads", "2"])
+    s = settings_from_args(args)
+    assert (s.rerank_size, s.rerank_k1, s.rerank_k2, s.rerank_lambda) == (50, 10, 3, 0.6)
+    assert (s.max_query_crops, s.lane_threads) == (4, 2)
+
+
 @pytest.mark.parametrize("argv,message", [
     (["--gallery", "g"], "model"),
     (["--model", "m.onnx", "--gallery", "g", "--port", "99999"], "port"),
     (["--model", "m.onnx", "--gallery", "g", "--max-batch", "0"], "max_batch"),
+    (["--model", "m.onnx", "--gallery", "g", "--rerank-lambda", "1.5"], "rerank_lambda"),
+    (["--model", "m.onnx", "--gallery", "g", "--lane-threads", "0"], "lane_threads"),
 ])
 def test_bad_settings_are_one_line(argv: list[str], message: str, capsys, monkeypatch) -> None:
     monkeypatch.delenv("REID_MODEL", raising=False)
