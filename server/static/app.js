@@ -12,8 +12,9 @@ const results = document.getElementById("results");
 const keyForm = document.getElementById("key-form");
 const keyInput = document.getElementById("key-input");
 const keyStatus = document.getElementById("key-status");
+const cropCount = document.getElementById("crop-count");
 const KEY_SLOT = "reid-api-key";  // sessionStorage: this tab only, gone when it closes
-let chosen = null;
+let chosen = [];  // the query: one crop, or several crops of one person (fused by the server)
 
 function apiKey() {
   return sessionStorage.getItem(KEY_SLOT);
@@ -44,12 +45,15 @@ async function showImage(img, url) {
   }
 }
 
-function choose(file) {
-  if (!file) return;
-  chosen = file;
-  preview.src = URL.createObjectURL(file);
+function choose(files) {
+  if (!files || files.length === 0) return;
+  chosen = [...files];
+  preview.src = URL.createObjectURL(chosen[0]);
   preview.hidden = false;
   hint.hidden = true;
+  const more = chosen.length - 1;
+  cropCount.textContent = more ? `+ ${more} more crop${more > 1 ? "s" : ""} of this person` : "";
+  cropCount.hidden = chosen.length < 2;
   button.disabled = false;
   search();
 }
@@ -99,12 +103,19 @@ function render(answer) {
     ]));
   });
   const t = answer.timings;
+  const how = [];
+  if (answer.crops > 1) how.push(`${answer.crops} crops fused`);
+  if (answer.rerank) {
+    const r = answer.rerank;
+    how.push(`re-ranked: k-reciprocal on the ${r.shortlist} nearest, k1 ${r.k1}, k2 ${r.k2}, λ ${r.lambda_value}`);
+  }
   say(`${answer.identities.length} identities from ${answer.gallery_size} items in ${t.total_ms.toFixed(1)} ms ` +
-      `(decode ${t.decode_ms.toFixed(1)}, embed ${t.embed_ms.toFixed(1)}, search ${t.search_ms.toFixed(1)})`, false);
+      `(decode ${t.decode_ms.toFixed(1)}, embed ${t.embed_ms.toFixed(1)}, search ${t.search_ms.toFixed(1)})` +
+      (how.length ? `; ${how.join("; ")}` : ""), false);
 }
 
 async function search() {
-  if (!chosen) return;
+  if (chosen.length === 0) return;
   const params = new URLSearchParams({
     k: "1",
     k_identities: document.getElementById("k-identities").value || "5",
@@ -112,8 +123,9 @@ async function search() {
   });
   for (const c of cameraList(document.getElementById("cameras").value)) params.append("cameras", c);
   for (const c of cameraList(document.getElementById("exclude-cameras").value)) params.append("exclude_cameras", c);
+  if (document.getElementById("rerank").checked) params.append("rerank", "true");
   const body = new FormData();
-  body.append("image", chosen, chosen.name || "query.png");
+  for (const file of chosen) body.append("image", file, file.name || "query.png");
   say("Searching…", false);
   button.disabled = true;
   try {
@@ -157,7 +169,7 @@ document.getElementById("forget-key").addEventListener("click", () => {
 });
 showKeyState(false);
 
-fileInput.addEventListener("change", () => choose(fileInput.files[0]));
+fileInput.addEventListener("change", () => choose(fileInput.files));
 form.addEventListener("submit", (event) => { event.preventDefault(); search(); });
 for (const name of ["dragenter", "dragover"]) {
   dropZone.addEventListener(name, (event) => { event.preventDefault(); dropZone.classList.add("dragging"); });
@@ -167,5 +179,5 @@ for (const name of ["dragleave", "drop"]) {
 }
 dropZone.addEventListener("drop", (event) => {
   event.preventDefault();
-  choose(event.dataTransfer.files[0]);
+  choose(event.dataTransfer.files);
 });

@@ -122,3 +122,26 @@ def test_protected_reads_ask_for_a_key_kept_for_the_tab(make_settings: Callable[
         assert not [e for e in browser.get_log("browser") if "Content Security Policy" in e["message"]]
         browser.find_element(By.ID, "forget-key").click()
         assert browser.execute_script("return sessionStorage.getItem('reid-api-key')") is None
+
+
+@pytest.mark.slow
+def test_several_crops_and_rerank_from_the_page(make_settings: Callable[..., Settings], browser,
+                                                tmp_path: Path) -> None:
+    """Two crops of one person chosen together are one fused query; the re-rank box asks for
+    k-reciprocal re-ranking, and the status line says both."""
+    with TestClient(create_app(make_settings())) as client:
+        fill_gallery(client)
+    crops = [tmp_path / f"q{i}.png" for i in range(2)]
+    for i, path in enumerate(crops):
+        path.write_bytes(crop_bytes(2, variant=90 + i))
+    with serve(create_app(make_settings())) as url:
+        browser.get(url + "/")
+        browser.find_element(By.ID, "rerank").click()
+        browser.find_element(By.ID, "file-input").send_keys("\n".join(str(p) for p in crops))
+        wait = WebDriverWait(browser, 20)
+        wait.until(lambda d: "crops fused" in d.find_element(By.ID, "status").text)
+        status = browser.find_element(By.ID, "status").text
+        assert "2 crops fused" in status and "re-ranked: k-reciprocal" in status and "k1 20" in status
+        assert browser.find_element(By.ID, "crop-count").text == "+ 1 more crop of this person"
+        cards = browser.find_elements(By.CSS_SELECTOR, "article.identity")
+        assert cards and cards[0].get_attribute("data-pid") == "2"
