@@ -37,13 +37,15 @@ INDEX_TYPES = (*LAYOUTS, AUTO)
 # FAISS's k-means warns below 39 training points per centroid; fewer gives poor centroids.
 _POINTS_PER_CENTROID = 39
 
-# ``auto``'s table (docs/gallery.md, measured in benchmarks/results/index_search.md): exact
-# below AUTO_EXACT_BELOW items, above it IVF-SQ8 with nlist ~ 2 sqrt(N) rounded to a power of
-# two in [AUTO_MIN_NLIST, AUTO_MAX_NLIST], probing AUTO_NPROBE lists.
+# ``auto``'s table (docs/gallery.md, measured in benchmarks/results/index_search.md and
+# auto_index.md): exact below AUTO_EXACT_BELOW items, above it IVF-SQ8 with nlist ~ 2 sqrt(N)
+# rounded to a power of two in [AUTO_MIN_NLIST, AUTO_MAX_NLIST], probing AUTO_NPROBE lists or
+# enough lists to scan AUTO_MIN_SCAN vectors, whichever is more.
 AUTO_EXACT_BELOW = 50_000
 AUTO_MIN_NLIST = 1024
 AUTO_MAX_NLIST = 16384
 AUTO_NPROBE = 32
+AUTO_MIN_SCAN = 6000
 
 
 def set_num_threads(n: int) -> None:
@@ -100,6 +102,17 @@ def auto_nlist(count: int) -> int:
     return nlist
 
 
+def auto_nprobe(nlist: int, count: int) -> int:
+    """``auto``'s nprobe for ``count`` vectors in ``nlist`` lists: AUTO_NPROBE, or enough
+    average-size lists to scan AUTO_MIN_SCAN vectors, whichever is more (at most nlist).
+
+    Why a floor on the vectors scanned: just past AUTO_EXACT_BELOW the lists are small (nlist
+    is held at AUTO_MIN_NLIST), so 32 of them are 3 % of the gallery and recall@10 fell to 0.90
+    (benchmarks/results/auto_index.md); scanning 6000 vectors there costs a few milliseconds."""
+    per_list = max(1, count // max(1, nlist))
+    return min(nlist, max(AUTO_NPROBE, -(-AUTO_MIN_SCAN // per_list)))
+
+
 def plan(spec: IndexSpec, count: int) -> IndexSpec | None:
     """The concrete layout a gallery of ``spec`` searches ``count`` vectors with, or None for
     the exact flat index (``flat``, an IVF type not yet trainable, ``auto`` while small).
@@ -112,7 +125,7 @@ def plan(spec: IndexSpec, count: int) -> IndexSpec | None:
     if spec.index_type != AUTO:
         return spec
     nlist = auto_nlist(count)
-    return IndexSpec(index_type=IVF_SQ8, nlist=nlist, nprobe=AUTO_NPROBE,
+    return IndexSpec(index_type=IVF_SQ8, nlist=nlist, nprobe=auto_nprobe(nlist, count),
                      train_size=max(spec.train_size, _POINTS_PER_CENTROID * nlist))
 
 

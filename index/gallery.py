@@ -35,7 +35,7 @@ from typing import Any
 import numpy as np
 
 from index import faiss_index, search, snapshot
-from index.faiss_index import FLAT, GpuMirror
+from index.faiss_index import AUTO, FLAT, GpuMirror
 from index.checks import check_matrix, check_max_distance, check_positive, check_record
 from index.filters import FilterColumns
 from index.manifest import (
@@ -560,6 +560,13 @@ class Gallery:
             return
         if faiss_index.outgrown(self._index, self._layout, target):
             self._rebuild_locked()
+        elif spec.index_type == AUTO and faiss_index.is_ivf(self._index):
+            # nprobe is a search-time setting: follow the size without retraining.
+            nprobe = faiss_index.auto_nprobe(int(self._index.nlist), count)
+            if nprobe != self._index.nprobe:
+                with self._rw.write():
+                    self._index.nprobe = nprobe
+                self._dirty = max(self._dirty, 1)  # the snapshot records nprobe too
 
     def _maybe_autosave_locked(self) -> None:
         if self._checkpoint_every is None or self._dirty < self._checkpoint_every:

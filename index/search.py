@@ -56,7 +56,9 @@ def knn(index: faiss.Index, xq: np.ndarray, k: int, allowed: np.ndarray | None,
     ``allowed`` is a boolean mask over the id range (None: every stored item). Each row holds
     min(k, passing items) hits; the remaining slots are ``inf`` / -1. For IVF, probing doubles
     while some row is short and unprobed lists remain, so a filter that empties the probed
-    lists still gets its results. ``gpu``, if given, serves unfiltered searches. With
+    lists still gets its results; and a filter passing a share f of the items starts at
+    nprobe / f lists (at most all), so it scans as many *passing* items as an unfiltered
+    search would, and keeps its recall. ``gpu``, if given, serves unfiltered searches. With
     ``vectors`` an index of approximate distances (IVF-SQ8, IVF-PQ) returns :data:`RERANK`
     (IVF-PQ: :data:`RERANK_PQ`) times k candidates, ranked again by exact distances to the
     stored vectors, so ``D`` is exact and the order is the exact order of the shortlist.
@@ -71,7 +73,7 @@ def knn(index: faiss.Index, xq: np.ndarray, k: int, allowed: np.ndarray | None,
     rerank = vectors is not None and faiss_index.is_approximate(index)
     depth = RERANK_PQ if isinstance(index, faiss.IndexIVFPQ) else RERANK
     fetch = min(n_pass, depth * k_eff) if rerank else k_eff
-    hits = _probe(index, xq, fetch, allowed, gpu)
+    hits = _probe(index, xq, fetch, allowed, gpu, passing=n_pass)
     if rerank:
         hits = exact_rerank(hits, xq, vectors, k_eff)
     D[:, :k_eff], I[:, :k_eff] = hits.D[:, :k_eff], hits.I[:, :k_eff]
@@ -79,14 +81,19 @@ def knn(index: faiss.Index, xq: np.ndarray, k: int, allowed: np.ndarray | None,
 
 
 def _probe(index: faiss.Index, xq: np.ndarray, k: int, allowed: np.ndarray | None,
-           gpu: GpuMirror | None) -> RawHits:
-    """FAISS's k hits (k <= passing items), on the GPU copy when unfiltered and given one;
-    on the CPU, IVF probing doubles while a row is short and unprobed lists remain."""
+           gpu: GpuMirror | None, passing: int) -> RawHits:
+    """FAISS's k hits (k <= ``passing`` items), on the GPU copy when unfiltered and given one;
+    on the CPU, IVF probing starts at nprobe x (stored / passing) and doubles while a row is
+    short and unprobed lists remain."""
     if gpu is not None and allowed is None:
         gpu_index = gpu.get(index)
         if gpu_index is not None:
             return faiss_index.search(gpu_index, xq, k, None, None)
     nprobe = index.nprobe if faiss_index.is_ivf(index) else None
+    if nprobe is not None and allowed is not None and passing < index.ntotal:
+        # Without this a camera filter (1 of 6 cameras) scanned a sixth of the passing items an
+        # unfiltered search scans: recall@10 0.92 against 0.97 (benchmarks/results/auto_index.md).
+        nprobe = min(index.nlist, -(-nprobe * int(index.ntotal) // max(1, passing)))
     while True:
         hits = faiss_index.search(index, xq, k, allowed, nprobe)
         short = (hits.I >= 0).sum(axis=1).min() < k

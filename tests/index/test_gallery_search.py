@@ -233,3 +233,40 @@ def test_approximate_layouts_rerank_a_shortlist_of_their_depth(gallery, kind, de
 
     search.knn(index, population.xb[:1], 5, None, vectors=counting)
     assert asked == [depth * 5]
+
+
+def test_a_filter_starts_probing_wider_by_its_selectivity(monkeypatch):
+    """A filter passing a sixth of the items starts at 6 x nprobe lists, so it scans as many
+    passing items as an unfiltered search, and its recall is no worse than unfiltered."""
+    rng = np.random.default_rng(5)
+    centres = rng.standard_normal((200, DIM)).astype(np.float32) * 3
+    n = 12_000
+    xb = centres[rng.integers(0, 200, n)] + rng.standard_normal((n, DIM)).astype(np.float32)
+    ids = np.arange(1, n + 1, dtype=np.int64)
+    spec = IndexSpec(index_type="ivf_flat", nlist=128, nprobe=4, train_size=n)
+    index = faiss_index.train_ivf(spec, DIM, xb)
+    faiss_index.add(index, xb, ids)
+    mask = np.zeros(n + 1, dtype=bool)
+    mask[ids[ids % 6 == 0]] = True  # one camera of six
+    xq = centres[rng.integers(0, 200, 64)] + rng.standard_normal((64, DIM)).astype(np.float32)
+
+    probes: list[int | None] = []
+    real_search = faiss_index.search
+
+    def recording(index, xq, k, allowed, nprobe):
+        probes.append(nprobe)
+        return real_search(index, xq, k, allowed, nprobe)
+
+    monkeypatch.setattr(faiss_index, "search", recording)
+    filtered = search.knn(index, xq, 10, mask, None)
+    assert probes[0] == 4 * 6  # nprobe x stored / passing
+    probes.clear()
+    plain = search.knn(index, xq, 10, None, None)
+    assert probes == [4]  # unfiltered: the index's own nprobe
+
+    def recall(found: np.ndarray, pool: np.ndarray) -> float:
+        exact = pool[np.argsort(brute_force(xq, xb[pool - 1]), axis=1)[:, :10]]
+        return float(np.mean([len(set(f) & set(e)) / 10 for f, e in zip(found, exact, strict=True)]))
+
+    assert recall(filtered.I, ids[mask[ids]]) >= recall(plain.I, ids) - 0.02
+    assert index.nprobe == 4  # per call; the index keeps its setting

@@ -144,6 +144,10 @@ def test_auto_plan_table():
     plans = [faiss_index.plan(faiss_index.IndexSpec(index_type="auto"), n) for n in sizes]
     assert [p.index_type for p in plans] == ["ivf_sq8"] * 5
     assert [p.nlist for p in plans] == [1024, 1024, 2048, 8192, 16384]
+    # just past the threshold the lists are small: enough of them to scan AUTO_MIN_SCAN vectors
+    assert [p.nprobe for p in plans] == [125, 32, 32, 32, 32]
+    assert all(p.nprobe * (n // p.nlist) >= faiss_index.AUTO_MIN_SCAN for p, n in zip(plans, sizes, strict=True))
+    assert faiss_index.auto_nprobe(16, 100) == 16  # never more lists than there are
     assert all(39 * p.nlist <= n and p.train_size >= 39 * p.nlist for p, n in zip(plans, sizes, strict=True))
     # explicit types keep their parameters; flat never trains
     spec = faiss_index.IndexSpec(index_type="ivf_flat", nlist=16)
@@ -169,6 +173,7 @@ def test_auto_gallery_goes_from_exact_to_ivf_and_retrains_as_it_grows(tmp_path, 
         _fill(gallery, xb[700:3000])
         # 3000 items: 2 sqrt(3000) ~ 110 -> 128 lists, capped at 3000 / 39 -> 64
         assert gallery._index.nlist == 64
+        assert gallery._index.nprobe == faiss_index.auto_nprobe(64, 3000)
         assert "training ivf_sq8 (nlist=64)" in caplog.text  # once the table asked for 64
         assert _recall_at_10(gallery, xb, xq) >= 0.99
         got = gallery.search(xq, 10, cameras=[2])
@@ -227,3 +232,21 @@ def test_auto_with_a_gpu_build_that_sees_no_gpu_warns(monkeypatch, caplog):
     assert faiss_index.resolve_device("auto") == "cpu"
     assert [(r.levelname, r.getMessage()) for r in caplog.records] == [
         ("WARNING", "gallery device=auto: faiss sees no GPU; searching on the CPU")]
+
+
+def test_auto_nprobe_follows_the_size_without_retraining(tmp_path, monkeypatch):
+    monkeypatch.setattr(faiss_index, "AUTO_EXACT_BELOW", 600)
+    monkeypatch.setattr(faiss_index, "AUTO_MIN_NLIST", 4)
+    monkeypatch.setattr(faiss_index, "AUTO_NPROBE", 2)
+    monkeypatch.setattr(faiss_index, "AUTO_MIN_SCAN", 400)
+    xb = _clustered(1200, 0)
+    with Gallery.create(tmp_path / "g", DIM, "m", "auto") as gallery:
+        _fill(gallery, xb[:700])
+        index = gallery._index
+        # 700 items in 16 lists of ~43: ceil(400 / 43) = 10 lists scan the minimum
+        assert (index.nlist, index.nprobe) == (16, 10)
+        _fill(gallery, xb[700:])
+        # 1200 items: still 16 lists (capped at 1200 / 39), now of 75: 6 lists do
+        assert gallery._index is index and (index.nlist, index.nprobe) == (16, 6)
+    with Gallery.open(tmp_path / "g") as gallery:
+        assert (gallery._index.nlist, gallery._index.nprobe) == (16, 6)
