@@ -59,6 +59,7 @@ from index_search import (  # noqa: E402  (benchmarks/ is on sys.path)
     expand_identities,
     fmt,
     identity_set,
+    load_average,
     recall_at_k,
     time_search,
 )
@@ -222,7 +223,7 @@ def measure(gallery: GalleryBackend, spec: IndexSpec, identities: Identities, st
         recall=recall_at_k(found, exact),
         camera_recall=cam[0], camera_short=cam[1], camera_pass=int(cam_mask.sum()), camera_qps64=cam[2],
         time_recall=tim[0], time_short=tim[1], time_pass=int(time_mask.sum()), time_qps64=tim[2],
-        load1=os.getloadavg()[0],
+        load1=load_average(),
     )
 
 
@@ -296,10 +297,9 @@ def render(results: list[Checkpoint], description: str, command: str, threads: i
         "",
         f"Run: `OMP_WAIT_POLICY={os.environ.get('OMP_WAIT_POLICY', '(unset)')} {command}` on "
         f"{platform.machine()}, {os.cpu_count()} cores, {threads} FAISS threads, faiss {faiss.__version__}. "
-        f"**The cores were shared with other jobs**: load average "
-        f"{load_start:.1f} at the start, {os.getloadavg()[0]:.1f} at the end, and per checkpoint in the "
-        f"table, so absolute q/s are low and noisy; the x-exact columns compare searches of the same "
-        f"moment. {seconds:.0f} s in all.",
+        f"1-minute load average {load_start:.1f} at the start, {load_average():.1f} at the end and per "
+        f"checkpoint in the table (above the core count, other jobs took CPU and absolute q/s are low and "
+        f"noisy); the x-exact columns compare searches of the same moment. {seconds:.0f} s in all.",
         "",
         f"- **data**: {description}",
         f"- **gallery**: `Gallery` with `index_type=\"auto\"` made by `open_or_create_for`, as `reid-index "
@@ -413,7 +413,7 @@ def main(argv: list[str] | None = None) -> int:
                    f"{identities.per_id} consecutive members")
     faiss_index.set_num_threads(args.threads)
     command = "python benchmarks/auto_index.py " + " ".join(argv if argv is not None else sys.argv[1:])
-    load_start, started = os.getloadavg()[0], time.perf_counter()
+    load_start, started = load_average(), time.perf_counter()
 
     def report(results: list[Checkpoint]) -> str:
         text = render(results, description, command.strip(), args.threads, load_start,
