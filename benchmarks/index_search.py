@@ -89,6 +89,7 @@ class DataSet:
     chunks: Callable[[], Iterator[np.ndarray]]
     queries: np.ndarray
     description: str = ""
+    identities: Identities | None = None  # how the rows were drawn, for identity-structured sets
 
 
 def clusters(n: int) -> DataSet:
@@ -110,9 +111,29 @@ def clusters(n: int) -> DataSet:
                    f"{DIM}-d, N/{PER_CLUSTER} centres ~ N(0, 1), vectors = centre + N(0, {NOISE}²)")
 
 
-def embeddings(n: int, path: Path) -> DataSet:
-    data = np.load(path)
-    x, pids = data["x"].astype(np.float32), data["pids"]
+@dataclass(frozen=True)
+class Identities:
+    """Identity-structured vectors: ``n_ids`` identities of ``per_id`` members each.
+    ``draw(rng, identity)`` returns one fresh member (dim,) float32 per entry of ``identity``
+    (an int array of identity numbers), a new draw on every call."""
+
+    n_ids: int
+    per_id: int
+    dim: int
+    draw: Callable[[np.random.Generator, np.ndarray], np.ndarray]
+
+    def of_rows(self, rows: np.ndarray) -> np.ndarray:
+        """The identity of each database row: members of one identity are consecutive rows."""
+        return (rows // self.per_id) % self.n_ids
+
+
+def expand_identities(x: np.ndarray, pids: np.ndarray, n: int) -> Identities:
+    """Expand a seed set (``x`` (m, d) float32 labelled by ``pids`` (m,)) to about ``n`` vectors.
+
+    A new identity is a seed identity moved along the difference of two other seed identities'
+    means; its members are that centre plus the residuals of the seed identity's own members
+    (its spread, in its own directions) plus 10 % isotropic noise. Seeded: the same inputs
+    give the same identities."""
     ids, inverse = np.unique(pids, return_inverse=True)
     means = np.stack([x[inverse == i].mean(0) for i in range(len(ids))]).astype(np.float32)
     residuals = x - means[inverse]
@@ -125,7 +146,7 @@ def embeddings(n: int, path: Path) -> DataSet:
     a, b = rng.integers(0, len(ids), (2, n_ids))
     shift = rng.uniform(0.3, 0.7, (n_ids, 1)).astype(np.float32)
     centres = means[base] + shift * (means[a] - means[b])
-    centres[: len(ids)] = means  # the real identities themselves come first
+    centres[: len(ids)] = means  # the seed identities themselves come first
 
     def draw(rng: np.random.Generator, identity: np.ndarray) -> np.ndarray:
         src = np.array([members[base[i]][rng.integers(0, len(members[base[i]]))] for i in identity])
@@ -133,15 +154,30 @@ def embeddings(n: int, path: Path) -> DataSet:
         out += noise * rng.standard_normal(out.shape, dtype=np.float32)
         return out.astype(np.float32)
 
+    return Identities(n_ids, per_id, x.shape[1], draw)
+
+
+def identity_set(name: str, n: int, identities: Identities, description: str) -> DataSet:
+    """A :class:`DataSet` of ``n`` rows of ``identities`` (consecutive members, seeded per
+    chunk) whose queries are fresh members of random identities."""
+
     def chunks() -> Iterator[np.ndarray]:
         for start in range(0, n, CHUNK):
-            rows = min(CHUNK, n - start)
-            yield draw(np.random.default_rng(start), (np.arange(start, start + rows) // per_id) % n_ids)
+            rows = np.arange(start, min(start + CHUNK, n))
+            yield identities.draw(np.random.default_rng(start), identities.of_rows(rows))
 
-    xq = draw(np.random.default_rng(999), np.random.default_rng(998).integers(0, n_ids, N_QUERIES))
-    return DataSet("embeddings", n, x.shape[1], chunks, xq,
-                   f"{x.shape[1]}-d embeddings of {len(x)} generated crops of {len(ids)} identities "
-                   f"({path.name}), expanded to {n_ids} identities of {per_id}")
+    xq = identities.draw(np.random.default_rng(999), np.random.default_rng(998).integers(0, identities.n_ids, N_QUERIES))
+    return DataSet(name, n, identities.dim, chunks, xq, description, identities)
+
+
+def embeddings(n: int, path: Path) -> DataSet:
+    data = np.load(path)
+    x, pids = data["x"].astype(np.float32), data["pids"]
+    identities = expand_identities(x, pids, n)
+    return identity_set("embeddings", n, identities,
+                        f"{x.shape[1]}-d embeddings of {len(x)} generated crops of {len(np.unique(pids))} "
+                        f"identities ({path.name}), expanded to {identities.n_ids} identities of "
+                        f"{identities.per_id}")
 
 
 def embed_crops(model: Path, folders: list[Path], out: Path, seconds: float) -> None:
