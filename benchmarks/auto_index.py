@@ -81,6 +81,7 @@ class Checkpoint:
     size: int
     layout: str
     nlist: int | None
+    nprobe: int | None  # the live index's (auto follows the size; a filter widens it per search)
     add_s: float
     slowest_add_s: float
     qps1: float
@@ -219,6 +220,7 @@ def measure(gallery: GalleryBackend, spec: IndexSpec, identities: Identities, st
     tim = filtered(gallery, xq, xb, ids, time_mask, time_range=(lo, hi))
     return Checkpoint(
         size=n, layout=stats.active_index, nlist=None if target is None else target.nlist,
+        nprobe=int(gallery._index.nprobe) if isinstance(gallery._index, faiss.IndexIVF) else None,
         add_s=add_s, slowest_add_s=slowest, qps1=qps1, qps64=qps64, exact_qps1=exact1, exact_qps64=exact64,
         recall=recall_at_k(found, exact),
         camera_recall=cam[0], camera_short=cam[1], camera_pass=int(cam_mask.sum()), camera_qps64=cam[2],
@@ -320,15 +322,16 @@ def render(results: list[Checkpoint], description: str, command: str, threads: i
         f"against exact search over the passing items only; *short* counts rows with fewer than {K} "
         f"results although at least {K} items passed (must be 0). Filtered q/s at batch 64.",
         "",
-        "| items | layout | nlist | add s | slowest add s | q/s b1 | exact b1 | x exact b1 | q/s b64 | exact b64 "
+        "| items | layout | nlist | nprobe | add s | slowest add s | q/s b1 | exact b1 | x exact b1 | q/s b64 | exact b64 "
         "| x exact b64 | recall@10 | camera: pass | recall@10 | short | q/s b64 | time: pass | recall@10 | short "
         "| q/s b64 | load |",
-        "| ---: | --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: "
+        "| ---: | --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: "
         "| ---: | ---: | ---: | ---: | ---: | ---: |",
     ]
     for r in results:
         lines.append(
-            f"| {r.size:,} | {r.layout} | {'-' if r.nlist is None else r.nlist} | {r.add_s:.1f} | "
+            f"| {r.size:,} | {r.layout} | {'-' if r.nlist is None else r.nlist} | "
+            f"{'-' if r.nprobe is None else r.nprobe} | {r.add_s:.1f} | "
             f"{r.slowest_add_s:.1f} | {r.qps1:.1f} | {r.exact_qps1:.1f} | {fmt(r.x1, '.1f')} | {r.qps64:.1f} | "
             f"{r.exact_qps64:.1f} | {fmt(r.x64, '.1f')} | {r.recall:.3f} | {r.camera_pass:,} | "
             f"{r.camera_recall:.3f} | {r.camera_short} | {r.camera_qps64:.1f} | {r.time_pass:,} | "
@@ -338,7 +341,9 @@ def render(results: list[Checkpoint], description: str, command: str, threads: i
         "*add s*: time in `Gallery.add` since the previous row (SQLite commits, FAISS adds, the "
         "training and rebuild when the layout changed, snapshots); *slowest add s*: the longest single "
         "add in that stretch (the one that trained, where there was one). *nlist*: what "
-        "`faiss_index.plan` gives `auto` at this size, which the live index was (re)trained with.",
+        "`faiss_index.plan` gives `auto` at this size, which the live index was (re)trained with; "
+        "*nprobe*: the live index's, which `auto` sets to scan at least `AUTO_MIN_SCAN` vectors "
+        "(`faiss_index.auto_nprobe`) and a filtered search multiplies by stored / passing items.",
         "",
         ("**Checks passed**: recall@10 at the last size >= "
          f"{min_recall} and no filtered row short of k." if not verdict else

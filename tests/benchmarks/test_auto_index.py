@@ -34,13 +34,15 @@ def test_grows_through_the_layouts_and_passes_its_checks(auto_index, tmp_path: P
     nlists = [row.split("|")[3].strip() for row in rows]
     assert layouts == ["flat", "ivf_sq8", "ivf_sq8"]
     assert nlists == ["-", "32", "64"]  # the retrain at 3,000 items is in the table
+    nprobes = [row.split("|")[4].strip() for row in rows]
+    assert nprobes[0] == "-" and all(p.isdigit() for p in nprobes[1:])
     assert "Checks passed" in table
     assert out.with_suffix(".png").stat().st_size > 0
 
 
 def test_fails_on_low_recall_and_on_short_filtered_rows(auto_index) -> None:
     good = auto_index.Checkpoint(
-        size=3000, layout="ivf_sq8", nlist=64, add_s=1.0, slowest_add_s=0.5, qps1=100.0, qps64=1000.0,
+        size=3000, layout="ivf_sq8", nlist=64, nprobe=32, add_s=1.0, slowest_add_s=0.5, qps1=100.0, qps64=1000.0,
         exact_qps1=10.0, exact_qps64=100.0, recall=0.97, camera_recall=0.99, camera_short=0, camera_pass=500,
         camera_qps64=500.0, time_recall=1.0, time_short=0, time_pass=300, time_qps64=400.0, load1=1.0)
     assert auto_index.failures([good], 0.95) == []
