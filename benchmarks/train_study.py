@@ -81,6 +81,9 @@ EXTRA_VARIANTS = (
     Variant("camstyle_theta1", "+ camera-style L_D (global), theta = 1", "uda", False, {"theta": 1.0}),
 )
 REFERENCE = "source"
+#: Further paired comparisons (variant, against): what the local branch adds with and without
+#: camera-style L_D, and the two readings of Section 2.4.
+COMPARISONS = (("full", "camstyle"), ("local", "source"), ("full", "full_stw1"))
 FEATURES = ("pool5", "pool5_l2", "global+local")
 
 
@@ -264,6 +267,22 @@ def write_report(work: Path, args: argparse.Namespace, variants: tuple[Variant, 
             a, b = t_interval(d_map), t_interval(d_r1)
             lines.append(f"| {v.name} | {len(common)} | {100 * a[0]:+.1f} [{100 * a[1]:+.1f}, {100 * a[2]:+.1f}] | "
                          f"{100 * b[0]:+.1f} [{100 * b[1]:+.1f}, {100 * b[2]:+.1f}] |")
+
+    lines += ["", "Other pairs, the same way (first minus second, same seeds):", "",
+              "| comparison | pairs | Δ mAP [95 % CI] | Δ rank-1 [95 % CI] |", "|---|---:|---:|---:|"]
+    names = {v.key: v.name for v in variants}
+    for a_key, b_key in COMPARISONS:
+        if a_key not in cells or b_key not in cells:
+            continue
+        common = sorted(set(cells[a_key]) & set(cells[b_key]))
+        if not common:
+            continue
+        pair = [[cells[a_key][s]["target"]["pool5"][m] - cells[b_key][s]["target"]["pool5"][m] for s in common]
+                for m in ("mAP", "rank1")]
+        a, b = t_interval(pair[0]), t_interval(pair[1])
+        lines.append(f"| {names.get(a_key, a_key)} − {names.get(b_key, b_key)} | {len(common)} | "
+                     f"{100 * a[0]:+.1f} [{100 * a[1]:+.1f}, {100 * a[2]:+.1f}] | "
+                     f"{100 * b[0]:+.1f} [{100 * b[1]:+.1f}, {100 * b[2]:+.1f}] |")
 
     lines += ["", "## Test features", "",
               "Target mAP of the same runs with three test features (mean ± sd), and the paired difference "
