@@ -11,9 +11,12 @@ fill without waiting.
 
 With several lanes free, the crops already queued are shared among them (a lane takes its
 share, rounded up) instead of all going to the first: on a CPU, lanes embedding side by side
-are the cheapest way through a burst. A batch that starts while another is in the model runs
-``run_overlapping`` when one is given (the service's one-thread session: see
-:mod:`server.threads`), so overlapping batches do not fight over one session's thread pool.
+are the cheapest way through a burst. Given ``run_overlapping`` (the service's one-thread
+session, see :mod:`server.threads`), a batch runs ``run_batch`` (every core) only when it is
+the only work in sight (no batch in the model, nothing queued, nothing being decoded) and then
+holds every lane, so nothing overlaps it; every other batch runs ``run_overlapping`` in one
+lane. A lone query thus gets all cores, and under load the lanes embed side by side without
+a many-thread call being slowed by calls beside it.
 
 The consumer waits for more crops only while some query has announced itself
 (:meth:`MicroBatcher.coming`: its upload is being decoded) and is not queued yet: waiting when
@@ -57,8 +60,8 @@ class MicroBatcher:
     """Collects single crops into batches for ``run_batch`` ((B, 3, H, W) -> (B, D)).
 
     At most ``lanes`` batches run at once, in ``executor`` (give it at least ``lanes``
-    threads); a batch that starts while another runs calls ``run_overlapping`` instead of
-    ``run_batch`` when one is given. ``on_batch(batch_size, seconds)`` is called after each run (metrics). Use
+    threads). With ``run_overlapping``, a batch alone in sight runs ``run_batch`` holding every
+    lane and any other runs ``run_overlapping`` in one lane. ``on_batch(batch_size, seconds)`` is called after each run (metrics). Use
     :meth:`start` inside a running event loop and :meth:`stop` before the executor shuts down.
     """
 
@@ -91,7 +94,7 @@ class MicroBatcher:
         self._queue: asyncio.Queue[_Pending] | None = None
         self._task: asyncio.Task[None] | None = None
         self._coming = 0  # queries inside coming(): decoding, about to be submitted
-        self._busy = 0  # batches in the model now
+        self._busy = 0  # lanes held by the batches in the model now
 
     @contextlib.contextmanager
     def coming(self) -> Iterator[None]:
@@ -152,17 +155,27 @@ class MicroBatcher:
             if not batch:
                 self._free.release()
                 continue
-            run = self._run_overlapping if self._busy else self._run_batch
-            self._busy += 1
+            run, held = self._run_batch, 1
+            if self._run_overlapping is not self._run_batch:
+                if self._busy == 0 and self._coming == 0 and self._queue.empty():
+                    # Alone in sight: every core for this batch, and no batch beside it
+                    # (the other lanes are free, so taking them does not wait).
+                    for _ in range(self._lanes - 1):
+                        await self._free.acquire()
+                    held = self._lanes
+                else:
+                    run = self._run_overlapping
+            self._busy += held
             task = asyncio.create_task(self._run(loop, batch, run), name="reid-micro-batch")
             self._running.add(task)
-            task.add_done_callback(functools.partial(self._finished, batch))
+            task.add_done_callback(functools.partial(self._finished, batch, held))
 
-    def _finished(self, batch: list[_Pending], task: asyncio.Task[None]) -> None:
+    def _finished(self, batch: list[_Pending], held: int, task: asyncio.Task[None]) -> None:
         self._running.discard(task)
-        self._busy -= 1
+        self._busy -= held
         assert self._free is not None
-        self._free.release()
+        for _ in range(held):
+            self._free.release()
         if task.cancelled():  # also when stop() cancelled it before it ever ran
             _fail(batch, RuntimeError("the service is shutting down"))
 

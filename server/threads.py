@@ -11,11 +11,11 @@ search (FAISS and the metadata store, a request thread). The pools:
 - FAISS runs each search on ``faiss`` OpenMP threads.
 
 CPU, micro-batching: ``lanes = cores`` and two ONNX Runtime sessions of the model. A batch that
-starts while no other is in the model runs on the *wide* session, ``onnx = cores`` threads, so
-a lone query's inference uses every core (one client waits no longer than a direct call). A
-batch that starts while another lane is busy runs on the *lane* session, ``lane_onnx = 1``
-thread (its Run executes in the lane's own thread): under load the cores then embed separate
-batches side by side, which on a CPU costs less per image than splitting one batch across
+is the only work in sight (no batch in the model, nothing queued or being decoded) runs on the
+*wide* session, ``onnx = cores`` threads, and holds every lane, so a lone query's inference
+uses every core (one client waits no longer than a direct call) and nothing runs beside it.
+Every other batch runs on the *lane* session, ``lane_onnx = 1`` thread (its Run executes in
+the lane's own thread): under load the cores then embed separate batches side by side, which on a CPU costs less per image than splitting one batch across
 threads (each intra-op parallel section ends in a barrier, and the measured CPU time per image
 of ResNet-50 on one thread matched that of batches of 16 on two). The price is the model's
 weights held twice. CUDA: one lane (the device runs one batch at a time; a second would only

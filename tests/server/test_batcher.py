@@ -147,17 +147,19 @@ def test_thread_plan_does_not_oversubscribe(batching: bool, device: str, expecte
     assert "1 per overlapping lane" in cpu8.describe()
 
 
-def test_a_batch_that_overlaps_another_runs_on_the_lane_runner() -> None:
-    """A lone batch gets the wide session; one that starts while another is in the model gets
-    the lane session; once the model is idle again a lone query is wide again."""
+def test_a_lone_batch_runs_wide_and_holds_every_lane_others_run_on_the_lane_runner() -> None:
+    """A query alone in sight runs on the wide runner and holds both lanes (a query arriving
+    meanwhile waits for it); queries that arrive together run side by side on the lane runner."""
     runs: list[tuple[str, int]] = []
     gate = threading.Event()
+    started = threading.Event()
 
     def runner(name: str, hold: bool):
         def run(xb: np.ndarray) -> np.ndarray:
-            if hold:
-                gate.wait(5)
             runs.append((name, len(xb)))
+            if hold and len(runs) == 1:
+                started.set()
+                gate.wait(5)
             return xb.reshape(len(xb), -1)[:, :2].copy()
         return run
 
@@ -167,17 +169,20 @@ def test_a_batch_that_overlaps_another_runs_on_the_lane_runner() -> None:
                                    run_overlapping=runner("lane", False))
             await batcher.start()
             first = asyncio.create_task(batcher.submit(np.full((3, 2, 2), 1, np.float32)))
-            await asyncio.sleep(0.05)  # the first batch is inside the wide session, held
-            second = await batcher.submit(np.full((3, 2, 2), 2, np.float32))
+            await asyncio.get_running_loop().run_in_executor(None, started.wait, 5)
+            second = asyncio.create_task(batcher.submit(np.full((3, 2, 2), 2, np.float32)))
+            await asyncio.sleep(0.05)
+            assert runs == [("wide", 1)]  # the wide batch holds both lanes: the second waits
             gate.set()
-            out = [await first, second]
-            out.append(await batcher.submit(np.full((3, 2, 2), 3, np.float32)))
+            out = [await first, await second]
+            runs.clear()
+            out += await asyncio.gather(*(batcher.submit(np.full((3, 2, 2), i, np.float32)) for i in (3, 4)))
             await batcher.stop()
             return out
 
     out = asyncio.run(scenario())
-    assert [float(e.vector[0]) for e in out] == [1.0, 2.0, 3.0]
-    assert runs == [("lane", 1), ("wide", 1), ("wide", 1)]
+    assert [float(e.vector[0]) for e in out] == [1.0, 2.0, 3.0, 4.0]
+    assert runs == [("lane", 1), ("lane", 1)]  # two at once: one per lane, side by side
 
 
 def test_queued_queries_are_shared_among_free_lanes() -> None:
