@@ -13,8 +13,8 @@ With several lanes free, the crops already queued are shared among them (a lane 
 share, rounded up) instead of all going to the first: on a CPU, lanes embedding side by side
 are the cheapest way through a burst. Given ``run_overlapping`` (the service's one-thread
 session, see :mod:`server.threads`), a batch runs ``run_batch`` (every core) only when it is
-the only work in sight (no batch in the model, nothing queued, nothing being decoded) and then
-holds every lane, so nothing overlaps it; every other batch runs ``run_overlapping`` in one
+the only work in sight (no batch in the model, nothing queued, nothing being decoded) and no
+query has found the model busy for :data:`CALM_S`, and then holds every lane, so nothing overlaps it; every other batch runs ``run_overlapping`` in one
 lane. A lone query thus gets all cores, and under load the lanes embed side by side without
 a many-thread call being slowed by calls beside it.
 
@@ -37,6 +37,12 @@ from dataclasses import dataclass
 import numpy as np
 
 log = logging.getLogger(__name__)
+
+#: Seconds after a query last found the model busy during which no batch runs on the wide
+#: session. The batcher cannot see queries still in HTTP parsing or in the search stage, so
+#: "nothing in sight" is often false calm under steady load (2 clients alternate): there a wide
+#: call costs ResNet-50 85 ms of CPU per query against 59 ms on one thread (serve_load.md).
+CALM_S = 1.0
 
 
 @dataclass(frozen=True)
@@ -95,6 +101,7 @@ class MicroBatcher:
         self._task: asyncio.Task[None] | None = None
         self._coming = 0  # queries inside coming(): decoding, about to be submitted
         self._busy = 0  # lanes held by the batches in the model now
+        self._contended_at = float("-inf")  # loop time a query last arrived with the model busy
 
     @contextlib.contextmanager
     def coming(self) -> Iterator[None]:
@@ -136,6 +143,8 @@ class MicroBatcher:
         if self._queue is None or self._task is None:
             raise RuntimeError("MicroBatcher.start() was not called")
         loop = asyncio.get_running_loop()
+        if self._busy:
+            self._contended_at = loop.time()
         pending = _Pending(x=x, future=loop.create_future(), enqueued=time.perf_counter())
         await self._queue.put(pending)
         return await pending.future
@@ -157,7 +166,8 @@ class MicroBatcher:
                 continue
             run, held = self._run_batch, 1
             if self._run_overlapping is not self._run_batch:
-                if self._busy == 0 and self._coming == 0 and self._queue.empty():
+                calm = loop.time() - self._contended_at > CALM_S
+                if calm and self._busy == 0 and self._coming == 0 and self._queue.empty():
                     # Alone in sight: every core for this batch, and no batch beside it
                     # (the other lanes are free, so taking them does not wait).
                     for _ in range(self._lanes - 1):

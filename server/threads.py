@@ -11,8 +11,8 @@ search (FAISS and the metadata store, a request thread). The pools:
 - FAISS runs each search on ``faiss`` OpenMP threads.
 
 CPU, micro-batching: ``lanes = cores`` and two ONNX Runtime sessions of the model. A batch that
-is the only work in sight (no batch in the model, nothing queued or being decoded) runs on the
-*wide* session, ``onnx = cores`` threads, and holds every lane, so a lone query's inference
+is the only work in sight (no batch in the model, nothing queued or being decoded, and no query
+has found the model busy for a second) runs on the *wide* session, ``onnx = cores`` threads, and holds every lane, so a lone query's inference
 uses every core (one client waits no longer than a direct call) and nothing runs beside it.
 Every other batch runs on the *lane* session, ``lane_onnx = 1`` thread (its Run executes in
 the lane's own thread): under load the cores then embed separate batches side by side, which on a CPU costs less per image than splitting one batch across

@@ -10,6 +10,7 @@ from concurrent.futures import ThreadPoolExecutor
 import numpy as np
 import pytest
 
+import server.batcher as batcher_module
 from server.batcher import Embedded, MicroBatcher
 from server.threads import plan_threads
 
@@ -147,9 +148,11 @@ def test_thread_plan_does_not_oversubscribe(batching: bool, device: str, expecte
     assert "1 per overlapping lane" in cpu8.describe()
 
 
-def test_a_lone_batch_runs_wide_and_holds_every_lane_others_run_on_the_lane_runner() -> None:
+def test_a_lone_batch_runs_wide_and_holds_every_lane_others_run_on_the_lane_runner(monkeypatch) -> None:
     """A query alone in sight runs on the wide runner and holds both lanes (a query arriving
-    meanwhile waits for it); queries that arrive together run side by side on the lane runner."""
+    meanwhile waits for it, and marks the load as contended: it runs on the lane runner);
+    queries that arrive together run side by side on the lane runner; after CALM_S without
+    contention a lone query is wide again."""
     runs: list[tuple[str, int]] = []
     gate = threading.Event()
     started = threading.Event()
@@ -175,14 +178,21 @@ def test_a_lone_batch_runs_wide_and_holds_every_lane_others_run_on_the_lane_runn
             assert runs == [("wide", 1)]  # the wide batch holds both lanes: the second waits
             gate.set()
             out = [await first, await second]
+            assert runs == [("wide", 1), ("lane", 1)]  # it came while the model was busy
             runs.clear()
             out += await asyncio.gather(*(batcher.submit(np.full((3, 2, 2), i, np.float32)) for i in (3, 4)))
+            assert runs == [("lane", 1), ("lane", 1)]  # two at once: one per lane, side by side
+            runs.clear()
+            await asyncio.sleep(CALM_S + 0.05)
+            out.append(await batcher.submit(np.full((3, 2, 2), 5, np.float32)))
+            assert runs == [("wide", 1)]  # calm again: a lone query gets every core
             await batcher.stop()
             return out
 
+    monkeypatch.setattr(batcher_module, "CALM_S", 0.2)
+    CALM_S = batcher_module.CALM_S
     out = asyncio.run(scenario())
-    assert [float(e.vector[0]) for e in out] == [1.0, 2.0, 3.0, 4.0]
-    assert runs == [("lane", 1), ("lane", 1)]  # two at once: one per lane, side by side
+    assert [float(e.vector[0]) for e in out] == [1.0, 2.0, 3.0, 4.0, 5.0]
 
 
 def test_queued_queries_are_shared_among_free_lanes() -> None:
