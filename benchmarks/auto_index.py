@@ -359,8 +359,13 @@ def render(results: list[Checkpoint], description: str, command: str, threads: i
     return "\n".join(lines)
 
 
-def plot(results: list[Checkpoint], path: Path) -> None:
-    import matplotlib
+def plot(results: list[Checkpoint], path: Path) -> bool:
+    """Recall and speed-up against size, beside the table; False (nothing drawn) without
+    matplotlib (the ``bench`` extra), so the table is still written."""
+    try:
+        import matplotlib
+    except ImportError:
+        return False
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
@@ -386,6 +391,7 @@ def plot(results: list[Checkpoint], path: Path) -> None:
     fig.tight_layout()
     fig.savefig(path, dpi=110)
     plt.close(fig)
+    return True
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -425,7 +431,8 @@ def main(argv: list[str] | None = None) -> int:
                       time.perf_counter() - started, failures(results, args.min_recall), args.min_recall)
         if not args.no_write:  # after each checkpoint, so a run cut short keeps what it measured
             args.out.write_text(text)
-            plot(results, args.out.with_suffix(".png"))
+            if not plot(results, args.out.with_suffix(".png")):
+                print("matplotlib is not installed (pip install '.[bench]'): table only, no plot", file=sys.stderr)
         return text
 
     with tempfile.TemporaryDirectory(dir=args.workdir) as tmp:

@@ -4,6 +4,7 @@ vectors take the gallery from exact through training to a retrain, in seconds.""
 from __future__ import annotations
 
 import dataclasses
+import importlib.util
 from pathlib import Path
 
 import pytest
@@ -37,7 +38,8 @@ def test_grows_through_the_layouts_and_passes_its_checks(auto_index, tmp_path: P
     nprobes = [row.split("|")[4].strip() for row in rows]
     assert nprobes[0] == "-" and all(p.isdigit() for p in nprobes[1:])
     assert "Checks passed" in table
-    assert out.with_suffix(".png").stat().st_size > 0
+    # The plot needs the bench extra; without it the table is still written.
+    assert out.with_suffix(".png").is_file() == (importlib.util.find_spec("matplotlib") is not None)
 
 
 def test_fails_on_low_recall_and_on_short_filtered_rows(auto_index) -> None:
