@@ -286,7 +286,7 @@ LAYOUTS = {"ivf_flat": lambda d: d * 4, "ivf_sq8": lambda d: d, "ivf_pq": lambda
 def run_size(bench: Bench, data: DataSet, workdir: Path, layouts: list[str]) -> None:
     n, d, xq = data.n, data.dim, data.queries
     nlist = faiss_index.auto_nlist(n)
-    train_n = min(n, 39 * nlist)
+    train_n = min(n, faiss_index.auto_train_size(0, nlist))  # what auto samples at this size
     flat = Row(data.name, n, "flat")
     if not bench.fits(flat, n * d * 4):
         return
@@ -413,7 +413,7 @@ def render(rows: list[Row], sets: dict[str, str], threads: int, seconds: float, 
         "",
         f"{N_QUERIES} queries, k = {K}; batch-1 q/s over up to {N_SINGLE} single queries, batch-64 over "
         f"{N_QUERIES // 64} batches. IVF: nlist from `auto`'s table (`faiss_index.auto_nlist`), one coarse "
-        "quantizer trained on 39·nlist sampled vectors and shared by the IVF rows (train s includes it; add s "
+        f"quantizer trained on {faiss_index.AUTO_POINTS_PER_LIST}·nlist sampled vectors (as `auto` trains) and shared by the IVF rows (train s includes it; add s "
         "includes the shared assignment). Searches go through `faiss_index.search`, so IVF scans at most "
         "nprobe average lists (the scan budget), except the row marked *before*. Re-rank: the index "
         f"returns r·k candidates and `search.exact_rerank` orders them by exact distance to the float "

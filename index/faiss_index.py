@@ -46,6 +46,10 @@ AUTO_MIN_NLIST = 1024
 AUTO_MAX_NLIST = 16384
 AUTO_NPROBE = 32
 AUTO_MIN_SCAN = 6000
+# k-means points per list when auto trains: 39 (FAISS's floor) left 4 points per cluster of the
+# 1M x 2048-d clustered set and cut clusters across lists (recall@10 0.815 at nprobe 32); 100
+# gave 0.947, and 0.982 at nprobe 64 (benchmarks/results/index_search.md), for 1.6x the k-means time.
+AUTO_POINTS_PER_LIST = 100
 
 
 def set_num_threads(n: int) -> None:
@@ -113,6 +117,12 @@ def auto_nprobe(nlist: int, count: int) -> int:
     return min(nlist, max(AUTO_NPROBE, -(-AUTO_MIN_SCAN // per_list)))
 
 
+def auto_train_size(requested: int, nlist: int) -> int:
+    """How many stored vectors ``auto`` samples to train ``nlist`` lists (the gallery uses all
+    it has when it holds fewer): AUTO_POINTS_PER_LIST per list, or ``requested`` if more."""
+    return max(requested, AUTO_POINTS_PER_LIST * nlist)
+
+
 def plan(spec: IndexSpec, count: int) -> IndexSpec | None:
     """The concrete layout a gallery of ``spec`` searches ``count`` vectors with, or None for
     the exact flat index (``flat``, an IVF type not yet trainable, ``auto`` while small).
@@ -126,7 +136,7 @@ def plan(spec: IndexSpec, count: int) -> IndexSpec | None:
         return spec
     nlist = auto_nlist(count)
     return IndexSpec(index_type=IVF_SQ8, nlist=nlist, nprobe=auto_nprobe(nlist, count),
-                     train_size=max(spec.train_size, _POINTS_PER_CENTROID * nlist))
+                     train_size=auto_train_size(spec.train_size, nlist))
 
 
 def outgrown(index: faiss.Index, layout: str, target: IndexSpec | None) -> bool:

@@ -149,6 +149,9 @@ def test_auto_plan_table():
     assert all(p.nprobe * (n // p.nlist) >= faiss_index.AUTO_MIN_SCAN for p, n in zip(plans, sizes, strict=True))
     assert faiss_index.auto_nprobe(16, 100) == 16  # never more lists than there are
     assert all(39 * p.nlist <= n and p.train_size >= 39 * p.nlist for p, n in zip(plans, sizes, strict=True))
+    # k-means sees AUTO_POINTS_PER_LIST points per list (or the train_size asked for, if more)
+    assert [p.train_size for p in plans] == [102_400, 102_400, 204_800, 819_200, 1_638_400]
+    assert faiss_index.plan(faiss_index.IndexSpec(index_type="auto", train_size=500_000), 200_000).train_size == 500_000
     # explicit types keep their parameters; flat never trains
     spec = faiss_index.IndexSpec(index_type="ivf_flat", nlist=16)
     assert faiss_index.plan(spec, 623) is None and faiss_index.plan(spec, 624) == spec
