@@ -309,11 +309,17 @@ def add_training_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--no-write", action="store_true", help="print, do not write the results file")
 
 
+def marked_section(name: str) -> str:
+    """Regex (re.S | re.M) of a results-file section between ``<!-- name: ... -->`` and
+    ``<!-- /name -->``; ``name`` is itself a regex (``\\w+``: any section)."""
+    return rf"^<!-- ({name}): .*? -->\n.*?^<!-- /\1 -->"
+
+
 def with_other_sections(report: str) -> str:
     """``report`` followed by the sections other benchmarks keep in the results file (each
     between its ``<!-- name: ... -->`` and ``<!-- /name -->`` lines), so a re-run keeps them."""
     old = RESULTS.read_text() if RESULTS.exists() else ""
-    kept = [m.group(0).rstrip() for m in re.finditer(r"^<!-- (\w+): .*? -->\n.*?^<!-- /\1 -->", old, flags=re.S | re.M)]
+    kept = [m.group(0).rstrip() for m in re.finditer(marked_section(r"\w+"), old, flags=re.S | re.M)]
     return report.rstrip("\n") + "".join(f"\n\n{section}" for section in kept) + "\n"
 
 
@@ -405,8 +411,7 @@ def score_models(args: argparse.Namespace, started: float) -> int:
     print(section)
     if not args.no_write:
         old = RESULTS.read_text() if RESULTS.exists() else ""
-        pattern = rf"^<!-- {MODELS_SECTION}: .*? -->\n.*?^<!-- /{MODELS_SECTION} -->\n?"
-        kept = re.sub(pattern, "", old, flags=re.S | re.M).rstrip("\n")
+        kept = re.sub(marked_section(MODELS_SECTION) + r"\n?", "", old, flags=re.S | re.M).rstrip("\n")
         atomic_write_bytes(RESULTS, (kept + "\n\n" + section + "\n").encode())
         print(f"wrote {RESULTS}")
     return 0

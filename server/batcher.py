@@ -89,7 +89,7 @@ class MicroBatcher:
         if max_wait_s < 0:
             raise ValueError(f"max_wait_s must be >= 0, got {max_wait_s}")
         self._run_batch = run_batch
-        self._run_overlapping = run_overlapping or run_batch
+        self._run_overlapping = run_overlapping  # None: every batch on run_batch, one lane each
         self._executor = executor
         self._max_batch = max_batch
         self._max_wait_s = max_wait_s
@@ -165,7 +165,7 @@ class MicroBatcher:
                 self._free.release()
                 continue
             run, held = self._run_batch, 1
-            if self._run_overlapping is not self._run_batch:
+            if self._run_overlapping is not None:
                 calm = loop.time() - self._contended_at > CALM_S
                 if calm and self._busy == 0 and self._coming == 0 and self._queue.empty():
                     # Alone in sight: every core for this batch, and no batch beside it

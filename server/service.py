@@ -178,15 +178,12 @@ class SearchService:
                             lanes=settings.embed_lanes, device=embedding_device(settings.providers),
                             lane_onnx=settings.lane_threads)
         faiss_index.set_num_threads(plan.faiss)
-        embedder = Embedder(settings.model, providers=settings.providers,
-                            intra_op_threads=plan.onnx, batch_size=max(settings.max_batch, 32),
-                            max_pixels=settings.max_pixels, spin=settings.onnx_spin)
-        lane_embedder = None
-        if settings.micro_batching and plan.lane_session:
-            # A second session of the same file; its providers were reported by the first.
-            lane_embedder = Embedder(settings.model, providers=settings.providers,
-                                     intra_op_threads=plan.lane_onnx, batch_size=max(settings.max_batch, 32),
-                                     max_pixels=settings.max_pixels, spin=settings.onnx_spin, report=False)
+        session = {"providers": settings.providers, "batch_size": max(settings.max_batch, 32),
+                   "max_pixels": settings.max_pixels, "spin": settings.onnx_spin}
+        embedder = Embedder(settings.model, intra_op_threads=plan.onnx, **session)
+        # A second session of the same file for overlapping batches; the first reported the providers.
+        lane_embedder = (Embedder(settings.model, intra_op_threads=plan.lane_onnx, report=False, **session)
+                         if plan.lane_session else None)
         gallery = open_or_create(settings.gallery, embedder, create=settings.create_gallery,
                                  device=settings.device)
         log.info("serving %s with gallery %s (%d items); %s", settings.model, settings.gallery,
