@@ -11,7 +11,12 @@
 set -euo pipefail
 
 ROOT=$(cd "$(dirname "$0")/.." && pwd)
-WORK=${1:-$(mktemp -d)}
+if [ -n "${1:-}" ]; then
+  WORK=$1
+else  # a scratch folder of our own (~2 GB with the GPU venv) goes when the check passes
+  WORK=$(mktemp -d)
+  trap 'if [ $? -eq 0 ]; then rm -rf "$WORK"; else echo "check-gpu: logs kept in $WORK" >&2; fi' EXIT
+fi
 CPU_VENV=$(cd "${CPU_VENV:-$ROOT/.venv}" && pwd)  # absolute: .ci/run may pass a relative path
 GPU_VENV=$WORK/gpu-venv
 PY=${PYTHON:-python3}
