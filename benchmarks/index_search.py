@@ -54,7 +54,7 @@ K = 10
 N_QUERIES = 64 * 3  # batch-64 timing and recall use all of them
 N_SINGLE = 40  # batch-1 timing
 PQ_M = 64
-NPROBES = (16, 32, 64)
+NPROBES = (16, 32, 64)  # the IVF-Flat and re-ranked IVF-SQ8 rows; --nprobes changes them
 ID_BYTES = 8  # every FAISS layout of the gallery stores an int64 id per vector
 
 
@@ -283,7 +283,8 @@ class Bench:
 LAYOUTS = {"ivf_flat": lambda d: d * 4, "ivf_sq8": lambda d: d, "ivf_pq": lambda d: PQ_M}
 
 
-def run_size(bench: Bench, data: DataSet, workdir: Path, layouts: list[str]) -> None:
+def run_size(bench: Bench, data: DataSet, workdir: Path, layouts: list[str],
+             nprobes: tuple[int, ...] = NPROBES) -> None:
     n, d, xq = data.n, data.dim, data.queries
     nlist = faiss_index.auto_nlist(n)
     train_n = min(n, faiss_index.auto_train_size(0, nlist))  # what auto samples at this size
@@ -364,10 +365,10 @@ def run_size(bench: Bench, data: DataSet, workdir: Path, layouts: list[str]) -> 
         if kind == "ivf_flat":
             plain = faiss.SearchParametersIVF(nprobe=32)
             plans.append(("nprobe 32, no scan budget (before)", lambda q: index.search(q, K, params=plain)[1]))
-            plans += [(f"nprobe {p}", budgeted(index, p, 1)) for p in NPROBES]
+            plans += [(f"nprobe {p}", budgeted(index, p, 1)) for p in nprobes]
         elif kind == "ivf_sq8":
             plans.append(("nprobe 32, codes only", budgeted(index, 32, 1)))
-            plans += [(f"nprobe {p}, re-rank {RERANK}k", budgeted(index, p, RERANK)) for p in NPROBES]
+            plans += [(f"nprobe {p}, re-rank {RERANK}k", budgeted(index, p, RERANK)) for p in nprobes]
         else:
             plans.append((f"m {PQ_M}, nprobe 32, codes only", budgeted(index, 32, 1)))
             plans += [(f"m {PQ_M}, nprobe 32, re-rank {r}k", budgeted(index, 32, r)) for r in (RERANK, 10)]
@@ -456,8 +457,13 @@ def put_section(path: Path, title: str, text: str) -> None:
     path.write_text(new)
 
 
-def plot(rows: list[Row], path: Path) -> None:
-    import matplotlib
+def plot(rows: list[Row], path: Path) -> bool:
+    """Recall against q/s at batch 1 and 64, beside the table; False (nothing drawn) without
+    matplotlib (the ``bench`` extra), so the table is still written."""
+    try:
+        import matplotlib
+    except ImportError:
+        return False
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
@@ -478,6 +484,8 @@ def plot(rows: list[Row], path: Path) -> None:
     axes[1].legend(fontsize=6, loc="upper left", bbox_to_anchor=(1.02, 1.0))
     fig.tight_layout()
     fig.savefig(path, dpi=120)
+    plt.close(fig)
+    return True
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -493,6 +501,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--workdir", type=Path, default=None, help="where the on-disk vectors go (default: a temp dir)")
     parser.add_argument("--layouts", nargs="+", choices=list(LAYOUTS), default=list(LAYOUTS),
                         help="IVF layouts to measure after flat, in this order")
+    parser.add_argument("--nprobes", type=int, nargs="+", default=list(NPROBES),
+                        help=f"nprobe of the IVF-Flat and re-ranked IVF-SQ8 rows (default: {NPROBES})")
     parser.add_argument("--out", type=Path, default=RESULTS, help="results table (the plot goes beside it)")
     parser.add_argument("--section", metavar="TITLE",
                         help="write this run as the section '## TITLE' of --out (replacing a section of that "
@@ -517,7 +527,7 @@ def main(argv: list[str] | None = None) -> int:
                     continue
                 data = clusters(n) if name == "clusters" else embeddings(n, args.embeddings)
                 sets[name] = data.description
-                run_size(bench, data, Path(tmp), args.layouts)
+                run_size(bench, data, Path(tmp), args.layouts, tuple(args.nprobes))
                 text = render(bench.rows, sets, args.threads, time.perf_counter() - started,
                               argv if argv is not None else sys.argv[1:], load_at_start,
                               f"## {args.section}" if args.section else RESULTS_TITLE)
@@ -527,7 +537,9 @@ def main(argv: list[str] | None = None) -> int:
                         put_section(args.out, args.section, text)
                     else:
                         args.out.write_text(text)
-                    plot(bench.rows, plot_path)
+                    if not plot(bench.rows, plot_path):
+                        print("matplotlib is not installed (pip install '.[bench]'): table only, no plot",
+                              file=sys.stderr)
     print(text)
     return 0
 
