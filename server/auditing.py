@@ -27,7 +27,7 @@ import asyncio
 import json
 import logging
 import re
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from urllib.parse import parse_qsl
 
@@ -107,7 +107,9 @@ class AuditMiddleware:
             if "item_id" in path_params:
                 record["item_id"] = _coerce(path_params["item_id"][:_MAX_TEXT])
             record["query"] = _query(scope.get("query_string", b""))
-            record.update(_outcome(audited, path_params, status, answer))
+            given = request_state.get("audit_outcome")  # set by the route: no answer to parse
+            record.update(given if given is not None and status < 400
+                          else _outcome(audited, path_params, status, answer))
             if "audit_ids" in request_state and status < 400:  # what a delete removed, from the route
                 record["ids"] = list(request_state["audit_ids"])
                 record["count"] = len(record["ids"])
@@ -160,7 +162,8 @@ class AuditMiddleware:
                     return
             assert start is not None
             status = int(start["status"])
-            ok = await write(entry(status, _json(bytes(body), start)))
+            parse = status >= 400 or request_state.get("audit_outcome") is None
+            ok = await write(entry(status, _json(bytes(body), start) if parse else None))
             if not ok and audited.reads and status < 400:
                 replaced = True
                 await _refuse(send)
@@ -208,6 +211,19 @@ def _coerce(text: str) -> object:
     return value if value == value and abs(value) != float("inf") else text
 
 
+def search_outcome(matches: Iterable[object], identities: Iterable[tuple[object, Iterable[object]]]) -> dict[str, object]:
+    """What the log records of a search's answer, given the ids of its matches and, per ranked
+    identity, its pid and item ids: the route hands this over in ``request.state.audit_outcome``
+    so that the answer need not be parsed back (the same fields :func:`_outcome` reads)."""
+    ids = list(matches)
+    pids = []
+    for pid, items in identities:
+        pids.append(pid)
+        ids += items
+    ids = list(dict.fromkeys(ids))
+    return {"ids": ids, "pids": pids, "count": len(ids)}
+
+
 def _outcome(audited: _Audited, path_params: Mapping[str, str], status: int,
              answer: Mapping[str, object] | None) -> dict[str, object]:
     """The ids (and identities) an answer returned, added or removed."""
@@ -217,12 +233,9 @@ def _outcome(audited: _Audited, path_params: Mapping[str, str], status: int,
         return {"ids": [_coerce(path_params["item_id"])], "count": 1}
     assert answer is not None
     if audited.event == "search":
-        items = [*_list(answer.get("matches"))]
-        for identity in _list(answer.get("identities")):
-            items += _list(identity.get("items"))
-        ids = list(dict.fromkeys(i.get("id") for i in items))
-        pids = [i.get("pid") for i in _list(answer.get("identities"))]
-        return {"ids": ids, "pids": pids, "count": len(ids)}
+        return search_outcome((m.get("id") for m in _list(answer.get("matches"))),
+                              ((i.get("pid"), (m.get("id") for m in _list(i.get("items"))))
+                               for i in _list(answer.get("identities"))))
     if audited.event == "add":
         items = _list(answer.get("items"))
         return {"ids": [i.get("id") for i in items], "pids": sorted({i.get("pid") for i in items} - {None}),

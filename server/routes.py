@@ -15,7 +15,8 @@ from server.access import RateLimited, ReadAccess, WriteAccess
 from server.deps import ServiceDep, get_service
 from server.errors import ApiError, error_responses
 from server.openapi import IMAGE_TYPES, raw_image_body
-from server.responses import add_response, remove_response, search_response, stats_response
+from server.auditing import search_outcome
+from server.responses import add_response, json_answer, remove_response, search_response, stats_response
 from server.schemas import (
     AddResponse,
     ErrorBody,
@@ -85,7 +86,7 @@ async def search(
         "to the original Euclidean distance"))] = False,
     rerank_size: Annotated[int | None, Query(ge=1, description=(
         "with rerank: items re-ranked (default: the server's rerank_size, at most its max_rerank_size)"))] = None,
-) -> SearchResponse:
+) -> Response:
     limits = service.settings
     if image and len(image) > limits.max_query_crops:
         raise ApiError(422, "invalid_parameter",
@@ -103,7 +104,10 @@ async def search(
         time_range=(time_from, time_to) if time_from is not None or time_to is not None else None,
         max_distance=max_distance, rerank=_shortlist(limits, rerank, rerank_size),
     )
-    return search_response(await service.search(await _search_uploads(request, image), query))
+    found = await service.search(await _search_uploads(request, image), query)
+    request.state.audit_outcome = search_outcome(  # the audit log's record, without parsing the answer
+        (m.item.id for m in found.matches), ((i.pid, (m.item.id for m in i.items)) for i in found.identities))
+    return json_answer(search_response(found))
 
 
 def _shortlist(limits: Settings, rerank: bool, size: int | None) -> ShortlistParams | None:
