@@ -93,6 +93,6 @@ def test_kill_9_leaves_only_whole_lines(tmp_path: Path) -> None:
     numbers = []
     for f in files:
         data = f.read_bytes()
-        assert data.endswith(b"\n")
+        assert data == b"" or data.endswith(b"\n")  # empty: killed just after a rotation made it
         numbers += [json.loads(line)["i"] for line in data.splitlines()]
     assert numbers == list(range(numbers[0], numbers[0] + len(numbers)))
