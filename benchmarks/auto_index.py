@@ -63,6 +63,7 @@ from index_search import (  # noqa: E402  (benchmarks/ is on sys.path)
     recall_at_k,
     time_search,
 )
+from plotting import pyplot  # noqa: E402  (benchmarks/ is on sys.path)
 
 RESULTS = Path(__file__).resolve().parent / "results" / "auto_index.md"
 DIM = 512
@@ -362,13 +363,9 @@ def render(results: list[Checkpoint], description: str, command: str, threads: i
 def plot(results: list[Checkpoint], path: Path) -> bool:
     """Recall and speed-up against size, beside the table; False (nothing drawn) without
     matplotlib (the ``bench`` extra), so the table is still written."""
-    try:
-        import matplotlib
-    except ImportError:
+    plt = pyplot()
+    if plt is None:
         return False
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
 
     sizes = [r.size for r in results]
     fig, (left, right) = plt.subplots(1, 2, figsize=(12, 4.5))

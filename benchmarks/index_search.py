@@ -44,6 +44,7 @@ from index import faiss_index
 from index.manifest import IndexSpec
 from index.search import RERANK, exact_rerank
 from index.store import VectorBatch
+from plotting import pyplot  # noqa: E402  (benchmarks/ is on sys.path)
 
 RESULTS = Path(__file__).resolve().parent / "results" / "index_search.md"
 DIM = 2048
@@ -460,13 +461,9 @@ def put_section(path: Path, title: str, text: str) -> None:
 def plot(rows: list[Row], path: Path) -> bool:
     """Recall against q/s at batch 1 and 64, beside the table; False (nothing drawn) without
     matplotlib (the ``bench`` extra), so the table is still written."""
-    try:
-        import matplotlib
-    except ImportError:
+    plt = pyplot()
+    if plt is None:
         return False
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
 
     fig, axes = plt.subplots(1, 2, figsize=(16, 6), sharey=True)
     for ax, batch in zip(axes, ("qps1", "qps64"), strict=True):

@@ -48,6 +48,8 @@ from training.core.rerank import (
     k_reciprocal_knn,
 )
 
+from plotting import pyplot  # noqa: E402  (benchmarks/ is on sys.path)
+
 RESULTS = Path(__file__).resolve().parent / "results" / "rerank.md"
 PLOT = RESULTS.with_name("rerank_memory.png")
 GIB = 2**30
@@ -273,14 +275,10 @@ def read_size_points(results: Path) -> list[SizePoint]:
 def plot_sizes(points: list[SizePoint], path: Path) -> bool:
     """Memory against N: the kNN variant's measured peak, the dense one's computed need and
     this machine's 24 GiB. False (nothing drawn) without matplotlib."""
-    try:
-        import matplotlib
-        import matplotlib.ticker
-
-        matplotlib.use("Agg")
-        import matplotlib.pyplot as plt
-    except ImportError:
+    plt = pyplot()
+    if plt is None:
         return False
+    from matplotlib.ticker import NullFormatter
     n = np.array([p.num_items for p in points], dtype=float)
     grid = np.geomspace(n.min(), n.max(), 50)
     fig, ax = plt.subplots(figsize=(6, 4))
@@ -288,7 +286,7 @@ def plot_sizes(points: list[SizePoint], path: Path) -> bool:
     ax.loglog(grid, [dense_bytes(int(g) // 8, int(g) - int(g) // 8) / GIB for g in grid], "--",
               label="dense k-reciprocal (computed)")
     ax.axhline(MACHINE_BYTES / GIB, color="grey", linewidth=1, label="24 GiB (this machine)")
-    ax.xaxis.set_minor_formatter(matplotlib.ticker.NullFormatter())  # label decades only
+    ax.xaxis.set_minor_formatter(NullFormatter())  # label decades only
     ax.set_xlabel("N = queries + gallery (Q = N / 8)")
     ax.set_ylabel("memory (GiB)")
     ax.set_title("Re-ranking memory against problem size")

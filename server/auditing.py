@@ -93,6 +93,10 @@ class AuditMiddleware:
         replaced = False
         done = False
 
+        def from_route(status: int) -> dict[str, object] | None:
+            """What a successful route recorded of its answer itself (no answer to parse)."""
+            return request_state.get("audit_outcome") if status < 400 else None
+
         def entry(status: int, answer: Mapping[str, object] | None) -> dict[str, object]:
             principal = request_state.get("principal")
             client = scope.get("client")
@@ -107,9 +111,8 @@ class AuditMiddleware:
             if "item_id" in path_params:
                 record["item_id"] = _coerce(path_params["item_id"][:_MAX_TEXT])
             record["query"] = _query(scope.get("query_string", b""))
-            given = request_state.get("audit_outcome")  # set by the route: no answer to parse
-            record.update(given if given is not None and status < 400
-                          else _outcome(audited, path_params, status, answer))
+            given = from_route(status)
+            record.update(given if given is not None else _outcome(audited, path_params, status, answer))
             if "audit_ids" in request_state and status < 400:  # what a delete removed, from the route
                 record["ids"] = list(request_state["audit_ids"])
                 record["count"] = len(record["ids"])
@@ -162,8 +165,8 @@ class AuditMiddleware:
                     return
             assert start is not None
             status = int(start["status"])
-            parse = status >= 400 or request_state.get("audit_outcome") is None
-            ok = await write(entry(status, _json(bytes(body), start) if parse else None))
+            answer = _json(bytes(body), start) if from_route(status) is None else None
+            ok = await write(entry(status, answer))
             if not ok and audited.reads and status < 400:
                 replaced = True
                 await _refuse(send)

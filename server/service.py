@@ -152,7 +152,6 @@ class SearchService:
                  metrics: Metrics, lane_embedder: Embedder | None = None) -> None:
         self.settings = settings
         self.embedder = embedder
-        self.lane_embedder = lane_embedder  # the same model on fewer threads, for overlapping batches
         self.gallery = gallery
         self.plan = plan
         self.metrics = metrics
