@@ -1,0 +1,164 @@
+"""What reid-serve spends per request around the model and the gallery, in CPU time.
+
+Two measurements, each printed as a table:
+
+1. ``app``: the ASGI app driven in-process (no socket, no uvicorn) with the service's search
+   replaced by one precomputed answer, so what is timed is everything around the search:
+   middleware, routing, parameter validation, multipart parsing, the answer's JSON and the
+   audit line. Multipart and raw-body requests, ``--requests`` each, CPU time of this process.
+2. ``loop``: ``reid-serve`` in a subprocess under ``--clients`` keep-alive clients (the load
+   generator of ``serve_load.py``), reading from /proc the CPU of its event-loop thread (the
+   main thread) and of the whole process per request, ``--repeats`` windows of ``--seconds``.
+   The loop thread does the HTTP protocol, the app and the hand-overs to the decode, embed and
+   search threads; the whole process adds the model, the decoding and the gallery search.
+
+    python benchmarks/serve_overhead.py --work /tmp/sl      # reuses serve_load's small model
+
+CPU time per request is less sensitive than throughput to other jobs on a shared machine, but
+not immune (a slower core spends more of it): compare rows of one run.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import os
+import statistics
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+from serve_load import crops, free_port, load, prepare, process_cpu_s, search_request, start_server  # noqa: E402
+
+API_KEY = "bench-key"
+
+
+def thread_cpu_s(pid: int, tid: int) -> float:
+    """User + system CPU seconds of one thread of another process (Linux /proc)."""
+    fields = Path(f"/proc/{pid}/task/{tid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def _scope(request: bytes) -> tuple[dict, bytes]:
+    """An ASGI HTTP scope and body from a complete HTTP/1.1 request as serve_load sends it."""
+    head, _, body = request.partition(b"\r\n\r\n")
+    first, *header_lines = head.split(b"\r\n")
+    path, _, query = first.split(b" ")[1].partition(b"?")
+    headers = [(name.strip().lower(), value.strip()) for name, value in (h.split(b":", 1) for h in header_lines)]
+    scope = {"type": "http", "asgi": {"version": "3.0"}, "http_version": "1.1", "method": "POST",
+             "scheme": "http", "path": path.decode(), "raw_path": path, "query_string": query,
+             "root_path": "", "headers": headers, "client": ("127.0.0.1", 50000),
+             "server": ("127.0.0.1", 8000)}
+    return scope, body
+
+
+def measure_app(model: Path, gallery: Path, height: int, width: int, requests: int) -> list[tuple[str, float]]:
+    """CPU ms per request of the ASGI app around a stubbed search, multipart and raw body."""
+    from server.app import create_app
+    from server.metrics import Metrics
+    from server.service import SearchQuery, SearchService, Upload
+    from server.settings import Settings
+
+    settings = Settings(model=model, gallery=gallery, api_key=API_KEY)
+    service = SearchService.open(settings, Metrics())
+    app = create_app(settings, service)
+    jpeg = crops(1, seed=2, height=height, width=width)[0]
+    out = []
+
+    async def run() -> None:
+        async with app.router.lifespan_context(app):
+            answer = await service.search(Upload(jpeg, "query"), SearchQuery(k=10, k_identities=5, items_per_identity=3))
+
+            async def stubbed(upload: object, query: object) -> object:
+                return answer
+
+            service.search = stubbed  # type: ignore[method-assign]
+            for kind, raw in (("multipart", False), ("raw body", True)):
+                scope, body = _scope(search_request(8000, jpeg, raw=raw))
+
+                async def one() -> None:
+                    sent: list[dict] = []
+                    delivered = False
+
+                    async def receive() -> dict:
+                        nonlocal delivered
+                        if delivered:  # the app only asks again to watch for a disconnect
+                            await asyncio.sleep(3600)
+                        delivered = True
+                        return {"type": "http.request", "body": body, "more_body": False}
+
+                    async def send(message: dict) -> None:
+                        sent.append(message)
+
+                    await app({**scope, "state": {}}, receive, send)
+                    if sent[0]["status"] != 200:
+                        raise RuntimeError(f"/search answered {sent[0]['status']}: {sent[1:]!r}")
+
+                for _ in range(min(200, requests)):  # warm-up
+                    await one()
+                cpu0 = time.process_time()
+                for _ in range(requests):
+                    await one()
+                out.append((kind, 1000.0 * (time.process_time() - cpu0) / requests))
+
+    asyncio.run(run())
+    return out
+
+
+def measure_loop(model: Path, gallery: Path, height: int, width: int, clients: int, seconds: float,
+                 repeats: int, extra: list[str]) -> list[tuple[float, float, float, float]]:
+    """(loop-thread CPU ms, process CPU ms, req/s, mean batch) per window under ``clients``."""
+    port = free_port()
+    os.environ["REID_API_KEY"] = API_KEY
+    proc, _ = start_server(model, gallery, port, True, 16, extra)
+    requests = [search_request(port, q) for q in crops(64, seed=2, height=height, width=width)]
+    rows = []
+    try:
+        asyncio.run(load(port, requests, clients, 2.0, 10**6, proc.pid))  # warm-up
+        for _ in range(repeats):
+            loop0, proc0 = thread_cpu_s(proc.pid, proc.pid), process_cpu_s(proc.pid)
+            row = asyncio.run(load(port, requests, clients, seconds, 10**6, proc.pid))
+            loop1, proc1 = thread_cpu_s(proc.pid, proc.pid), process_cpu_s(proc.pid)
+            rows.append((1000.0 * (loop1 - loop0) / row.requests, 1000.0 * (proc1 - proc0) / row.requests,
+                         row.rps, row.batch))
+    finally:
+        proc.terminate()
+        proc.wait(30)
+    return rows
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--work", type=Path, help="models and galleries (serve_load.py's --work; default: a temp folder)")
+    p.add_argument("--model", default="small", choices=("small", "r50", "r50-int8"))
+    p.add_argument("--requests", type=int, default=2000, help="app: requests per body kind")
+    p.add_argument("--clients", type=int, default=8, help="loop: keep-alive clients")
+    p.add_argument("--seconds", type=float, default=5.0, help="loop: seconds per window")
+    p.add_argument("--repeats", type=int, default=3, help="loop: windows")
+    p.add_argument("--server-arg", action="append", default=[], metavar="ARG", help="extra reid-serve flag (loop)")
+    p.add_argument("--only", choices=("app", "loop"), help="run one of the two measurements")
+    args = p.parse_args(argv)
+    with tempfile.TemporaryDirectory(prefix="serve_overhead_") as tmp:
+        work = args.work or Path(tmp)
+        work.mkdir(parents=True, exist_ok=True)
+        m = prepare([args.model], work, 2000)[0]
+        print(f"{m.name}: {m.note}; {os.cpu_count()} CPUs, load average {os.getloadavg()[0]:.1f}")
+        if args.only != "loop":
+            print(f"\n| request ({args.requests} each, search stubbed) | CPU ms per request |\n| --- | ---: |")
+            for kind, ms in measure_app(m.model, m.gallery, m.height, m.width, args.requests):
+                print(f"| {kind} | {ms:.3f} |")
+        if args.only != "app":
+            rows = measure_loop(m.model, m.gallery, m.height, m.width, args.clients, args.seconds,
+                                args.repeats, args.server_arg)
+            print(f"\n| window ({args.clients} clients, {args.seconds:g} s) | loop thread CPU ms/req | "
+                  "process CPU ms/req | req/s | mean batch |\n| --- | ---: | ---: | ---: | ---: |")
+            for i, (loop_ms, proc_ms, rps, batch) in enumerate(rows, 1):
+                print(f"| {i} | {loop_ms:.2f} | {proc_ms:.2f} | {rps:.1f} | {batch:.1f} |")
+            print(f"| median | {statistics.median(r[0] for r in rows):.2f} | "
+                  f"{statistics.median(r[1] for r in rows):.2f} | {statistics.median(r[2] for r in rows):.1f} | - |")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
