@@ -1,6 +1,6 @@
 """What reid-serve spends per request around the model and the gallery, in CPU time.
 
-Two measurements, each printed as a table:
+Four measurements, each printed as a table:
 
 1. ``app``: the ASGI app driven in-process (no socket, no uvicorn) with the service's search
    replaced by one precomputed answer, so what is timed is everything around the search:
@@ -11,6 +11,12 @@ Two measurements, each printed as a table:
    main thread) and of the whole process per request, ``--repeats`` windows of ``--seconds``.
    The loop thread does the HTTP protocol, the app and the hand-overs to the decode, embed and
    search threads; the whole process adds the model, the decoding and the gallery search.
+3. ``lone``: one client, one query at a time (``--requests`` of them, the first 20 dropped): the
+   median round trip against the stages the server reports in the answer's ``timings``; the
+   difference is the HTTP round trip outside the service (both ends' protocol work and the
+   app), which a direct in-process call does not pay.
+4. ``lanes``: the model's CPU per image on a one-thread session (what an embedding lane runs
+   under load) at batch sizes 1 to 32: how much deeper batches save.
 
     python benchmarks/serve_overhead.py --work /tmp/sl      # reuses serve_load's small model
 
@@ -22,6 +28,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import json
 import os
 import statistics
 import sys
@@ -29,7 +36,16 @@ import tempfile
 import time
 from pathlib import Path
 
-from serve_load import crops, free_port, load, prepare, process_cpu_s, search_request, start_server  # noqa: E402
+from serve_load import (  # noqa: E402  (benchmarks/ is on sys.path)
+    Connection,
+    crops,
+    free_port,
+    load,
+    prepare,
+    process_cpu_s,
+    search_request,
+    start_server,
+)
 
 API_KEY = "bench-key"
 
@@ -128,27 +144,81 @@ def measure_loop(model: Path, gallery: Path, height: int, width: int, clients: i
     return rows
 
 
+def measure_lone(model: Path, gallery: Path, height: int, width: int, requests: int,
+                 extra: list[str]) -> dict[str, float]:
+    """Median ms of a lone query: the client's round trip, the service's stages, and the rest."""
+    port = free_port()
+    os.environ["REID_API_KEY"] = API_KEY
+    proc, _ = start_server(model, gallery, port, True, 16, extra)
+    queries = [search_request(port, q) for q in crops(64, seed=2, height=height, width=width)]
+    rows: list[dict[str, float]] = []
+
+    async def run() -> None:
+        conn = await Connection.open(port)
+        try:
+            for i in range(requests + 20):
+                start = time.perf_counter()
+                status, body = await conn.send(queries[i % len(queries)])
+                wall = 1000.0 * (time.perf_counter() - start)
+                if status != 200:
+                    raise RuntimeError(f"/search answered {status}: {body[:200]!r}")
+                if i >= 20:
+                    t = json.loads(body)["timings"]
+                    rows.append({"round trip": wall, "decode": t["decode_ms"], "embed": t["embed_ms"],
+                                 "search": t["search_ms"], "service total": t["total_ms"],
+                                 "outside the service": wall - t["total_ms"]})
+        finally:
+            conn.close()
+
+    try:
+        asyncio.run(run())
+    finally:
+        proc.terminate()
+        proc.wait(30)
+    return {name: statistics.median(r[name] for r in rows) for name in rows[0]}
+
+
+def measure_lanes(model: Path, height: int, width: int) -> list[tuple[int, float]]:
+    """(batch, CPU ms per image) of ``model`` on a one-thread session, as a lane runs it."""
+    import numpy as np
+
+    from export.runtime import Embedder
+
+    embedder = Embedder(model, intra_op_threads=1, spin=False, report=False)
+    rng = np.random.default_rng(0)
+    out = []
+    for batch in (1, 2, 3, 4, 6, 8, 16, 32):
+        x = rng.random((batch, 3, height, width), dtype=np.float32)
+        embedder.embed_arrays(x)
+        runs = max(3, 128 // batch)
+        cpu0 = time.process_time()
+        for _ in range(runs):
+            embedder.embed_arrays(x)
+        out.append((batch, 1000.0 * (time.process_time() - cpu0) / (runs * batch)))
+    return out
+
+
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--work", type=Path, help="models and galleries (serve_load.py's --work; default: a temp folder)")
     p.add_argument("--model", default="small", choices=("small", "r50", "r50-int8"))
-    p.add_argument("--requests", type=int, default=2000, help="app: requests per body kind")
+    p.add_argument("--requests", type=int, default=2000, help="app: requests per body kind; lone: queries")
     p.add_argument("--clients", type=int, default=8, help="loop: keep-alive clients")
     p.add_argument("--seconds", type=float, default=5.0, help="loop: seconds per window")
     p.add_argument("--repeats", type=int, default=3, help="loop: windows")
     p.add_argument("--server-arg", action="append", default=[], metavar="ARG", help="extra reid-serve flag (loop)")
-    p.add_argument("--only", choices=("app", "loop"), help="run one of the two measurements")
+    p.add_argument("--only", choices=("app", "loop", "lone", "lanes"), help="run one of the four measurements")
     args = p.parse_args(argv)
     with tempfile.TemporaryDirectory(prefix="serve_overhead_") as tmp:
         work = args.work or Path(tmp)
         work.mkdir(parents=True, exist_ok=True)
         m = prepare([args.model], work, 2000)[0]
         print(f"{m.name}: {m.note}; {os.cpu_count()} CPUs, load average {os.getloadavg()[0]:.1f}")
-        if args.only != "loop":
+        if args.only in (None, "app"):
             print(f"\n| request ({args.requests} each, search stubbed) | CPU ms per request |\n| --- | ---: |")
             for kind, ms in measure_app(m.model, m.gallery, m.height, m.width, args.requests):
                 print(f"| {kind} | {ms:.3f} |")
-        if args.only != "app":
+        if args.only in (None, "loop"):
             rows = measure_loop(m.model, m.gallery, m.height, m.width, args.clients, args.seconds,
                                 args.repeats, args.server_arg)
             print(f"\n| window ({args.clients} clients, {args.seconds:g} s) | loop thread CPU ms/req | "
@@ -157,6 +227,15 @@ def main(argv: list[str] | None = None) -> int:
                 print(f"| {i} | {loop_ms:.2f} | {proc_ms:.2f} | {rps:.1f} | {batch:.1f} |")
             print(f"| median | {statistics.median(r[0] for r in rows):.2f} | "
                   f"{statistics.median(r[1] for r in rows):.2f} | {statistics.median(r[2] for r in rows):.1f} | - |")
+        if args.only in (None, "lone"):
+            lone = measure_lone(m.model, m.gallery, m.height, m.width, min(args.requests, 500), args.server_arg)
+            print("\n| lone query (median) | ms |\n| --- | ---: |")
+            for name, ms in lone.items():
+                print(f"| {name} | {ms:.2f} |")
+        if args.only in (None, "lanes"):
+            print("\n| batch (one-thread session) | CPU ms per image |\n| ---: | ---: |")
+            for batch, ms in measure_lanes(m.model, m.height, m.width):
+                print(f"| {batch} | {ms:.2f} |")
     return 0
 
 
