@@ -278,9 +278,11 @@ def start_server(model: Path, gallery: Path, port: int, batching: bool, max_batc
     raise RuntimeError("reid-serve did not become ready in 60 s")
 
 
-def process_cpu_s(pid: int) -> float:
-    """User + system CPU seconds of another process, all its threads (Linux /proc)."""
-    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+def process_cpu_s(pid: int, thread: int | None = None) -> float:
+    """User + system CPU seconds of another process, all its threads, or of one ``thread`` of
+    it (Linux /proc)."""
+    stat = Path(f"/proc/{pid}/stat" if thread is None else f"/proc/{pid}/task/{thread}/stat")
+    fields = stat.read_text().rsplit(")", 1)[1].split()
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 

@@ -37,6 +37,7 @@ import time
 from pathlib import Path
 
 from serve_load import (  # noqa: E402  (benchmarks/ is on sys.path)
+    API_KEY,
     Connection,
     crops,
     free_port,
@@ -46,14 +47,6 @@ from serve_load import (  # noqa: E402  (benchmarks/ is on sys.path)
     search_request,
     start_server,
 )
-
-API_KEY = "bench-key"
-
-
-def thread_cpu_s(pid: int, tid: int) -> float:
-    """User + system CPU seconds of one thread of another process (Linux /proc)."""
-    fields = Path(f"/proc/{pid}/task/{tid}/stat").read_text().rsplit(")", 1)[1].split()
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
 def _scope(request: bytes) -> tuple[dict, bytes]:
@@ -126,16 +119,15 @@ def measure_loop(model: Path, gallery: Path, height: int, width: int, clients: i
                  repeats: int, extra: list[str]) -> list[tuple[float, float, float, float]]:
     """(loop-thread CPU ms, process CPU ms, req/s, mean batch) per window under ``clients``."""
     port = free_port()
-    os.environ["REID_API_KEY"] = API_KEY
     proc, _ = start_server(model, gallery, port, True, 16, extra)
     requests = [search_request(port, q) for q in crops(64, seed=2, height=height, width=width)]
     rows = []
     try:
         asyncio.run(load(port, requests, clients, 2.0, 10**6, proc.pid))  # warm-up
         for _ in range(repeats):
-            loop0, proc0 = thread_cpu_s(proc.pid, proc.pid), process_cpu_s(proc.pid)
+            loop0, proc0 = process_cpu_s(proc.pid, thread=proc.pid), process_cpu_s(proc.pid)
             row = asyncio.run(load(port, requests, clients, seconds, 10**6, proc.pid))
-            loop1, proc1 = thread_cpu_s(proc.pid, proc.pid), process_cpu_s(proc.pid)
+            loop1, proc1 = process_cpu_s(proc.pid, thread=proc.pid), process_cpu_s(proc.pid)
             rows.append((1000.0 * (loop1 - loop0) / row.requests, 1000.0 * (proc1 - proc0) / row.requests,
                          row.rps, row.batch))
     finally:
@@ -148,7 +140,6 @@ def measure_lone(model: Path, gallery: Path, height: int, width: int, requests: 
                  extra: list[str]) -> dict[str, float]:
     """Median ms of a lone query: the client's round trip, the service's stages, and the rest."""
     port = free_port()
-    os.environ["REID_API_KEY"] = API_KEY
     proc, _ = start_server(model, gallery, port, True, 16, extra)
     queries = [search_request(port, q) for q in crops(64, seed=2, height=height, width=width)]
     rows: list[dict[str, float]] = []
