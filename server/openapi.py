@@ -17,6 +17,7 @@ match the number of files; ``time_from <= time_to``; ``rerank_size`` only with `
 
 from __future__ import annotations
 
+import copy
 from collections.abc import Callable
 from typing import Any
 
@@ -31,11 +32,35 @@ IMAGE_MEDIA_TYPES = ", ".join(IMAGE_TYPES)
 _MULTIPART = "multipart/form-data"
 
 
-def raw_image_body() -> dict[str, Any]:
-    """``openapi_extra`` of a route that also takes the image itself as its body (one media
-    type per decoded format; FastAPI merges it with the multipart body it derives)."""
+#: The search form's component: the ``image`` parts (their bounds are added per server below).
+SEARCH_FORM = "SearchForm"
+_SEARCH_FORM_SCHEMA = {
+    "title": SEARCH_FORM, "type": "object", "required": ["image"],
+    "properties": {"image": {
+        "title": "Image", "type": "array",
+        "items": {"type": "string", "contentMediaType": "application/octet-stream"},
+        "description": "the query crop (JPEG, PNG, BMP or WEBP); repeat the part for several crops of "
+                       "one person, searched as one query by their mean embedding",
+    }},
+}
+
+
+def search_operation() -> dict[str, Any]:
+    """``openapi_extra`` of ``POST /search``, whose handler reads its own parameters, key and
+    body: the query parameters of :class:`server.schemas.SearchParams` (as FastAPI words them),
+    the read key, and the body: the multipart form or the image itself, one media type per
+    decoded format."""
+    from server.schemas import SearchParams
+
+    parameters = []
+    for name, prop in SearchParams.model_json_schema()["properties"].items():
+        parameters.append({"name": name, "in": "query", "required": False,
+                           "description": prop.get("description", ""), "schema": prop})
     binary = {"type": "string", "format": "binary", "minLength": 1}
-    return {"requestBody": {"required": True, "content": {t: {"schema": binary} for t in IMAGE_TYPES}}}
+    content: dict[str, Any] = {_MULTIPART: {"schema": {"$ref": f"#/components/schemas/{SEARCH_FORM}"}}}
+    content.update({t: {"schema": binary} for t in IMAGE_TYPES})
+    return {"parameters": parameters, "security": [{"APIKeyHeader": []}],
+            "requestBody": {"required": True, "content": content}}
 
 
 def install_openapi(app: FastAPI, settings: Settings) -> None:
@@ -59,13 +84,9 @@ def complete_schema(schema: dict[str, Any], settings: Settings) -> dict[str, Any
                           ("items_per_identity", settings.max_items_per_identity),
                           ("rerank_size", settings.max_rerank_size)):
             _query_schema(search, name)["maximum"] = top
-    components = schema.get("components", {}).get("schemas", {})
-    form_body = search.get("requestBody", {}).get("content", {}).get(_MULTIPART) if search else None
-    if form_body is not None:
-        # The upload is optional in the signature only so that a raw image body can stand in
-        # for the form; a form must carry it.
-        components[form_body["schema"]["$ref"].rsplit("/", 1)[-1]]["required"] = ["image"]
-    components = schema.get("components", {}).get("schemas", {})
+    components = schema.setdefault("components", {}).setdefault("schemas", {})
+    if search is not None:
+        components[SEARCH_FORM] = copy.deepcopy(_SEARCH_FORM_SCHEMA)
     for path_item in paths.values():
         for operation in path_item.values():
             body = operation.get("requestBody", {}).get("content", {}).get(_MULTIPART) if isinstance(operation, dict) else None

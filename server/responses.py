@@ -5,40 +5,57 @@ The routes call these; the service never builds a schema itself.
 
 from __future__ import annotations
 
+import json
+
 from fastapi.responses import Response
-from pydantic import BaseModel
 
 from index.records import GalleryItem, GalleryStats, Match
 from server.schemas import (
     AddResponse,
     CameraCount,
     GalleryItemOut,
-    IdentityOut,
-    MatchOut,
     RemoveResponse,
-    RerankOut,
-    SearchResponse,
     StatsResponse,
-    Timings,
 )
 from server.service import AddOutcome, RemoveOutcome, SearchOutcome
 
 
-def search_response(found: SearchOutcome) -> SearchResponse:
+def search_answer(found: SearchOutcome) -> Response:
+    """The answer to one search: :class:`SearchResponse`'s JSON, built as plain data and
+    encoded by the json module's C encoder. Validating a pydantic model per match (a search
+    answers a few dozen) cost the event loop more than the rest of the answer; the tests hold
+    this to the schema (tests/server/test_responses.py)."""
     t = found.timings
-    return SearchResponse(
-        identities=[IdentityOut(pid=i.pid, distance=i.distance, reranked_distance=i.items[0].reranked_distance,
-                                items=[match_out(m) for m in i.items])
-                    for i in found.identities],
-        matches=[match_out(m) for m in found.matches],
-        gallery_size=found.gallery_size,
-        timings=Timings(decode_ms=_ms(t.decode), embed_ms=_ms(t.embed), search_ms=_ms(t.search),
-                        total_ms=_ms(t.total), batch_size=t.batch_size),
-        rerank=None if found.rerank is None else RerankOut(
-            shortlist=found.rerank.size, k1=found.rerank.k1, k2=found.rerank.k2,
-            lambda_value=found.rerank.lambda_value),
-        crops=found.crops,
-    )
+    body = {
+        "identities": [{"pid": int(i.pid), "distance": float(i.distance),
+                        "reranked_distance": _float(i.items[0].reranked_distance),
+                        "items": [_match(m) for m in i.items]} for i in found.identities],
+        "matches": [_match(m) for m in found.matches],
+        "gallery_size": int(found.gallery_size),
+        "timings": {"decode_ms": _ms(t.decode), "embed_ms": _ms(t.embed), "search_ms": _ms(t.search),
+                    "total_ms": _ms(t.total), "batch_size": int(t.batch_size)},
+        "rerank": None if found.rerank is None else {
+            "shortlist": int(found.rerank.size), "k1": int(found.rerank.k1), "k2": int(found.rerank.k2),
+            "lambda_value": float(found.rerank.lambda_value)},
+        "crops": int(found.crops),
+    }
+    return Response(json.dumps(body, separators=(",", ":"), allow_nan=False), media_type="application/json")
+
+
+def _match(m: Match) -> dict[str, object]:
+    item = m.item
+    return {"id": int(item.id), "pid": _int(item.pid), "camera": _int(item.camera),
+            "timestamp": _float(item.timestamp), "path": item.path, "added_at": float(item.added_at),
+            "image_url": f"/gallery/{item.id}/image", "distance": float(m.distance),
+            "reranked_distance": _float(m.reranked_distance)}
+
+
+def _int(x: int | None) -> int | None:
+    return None if x is None else int(x)
+
+
+def _float(x: float | None) -> float | None:
+    return None if x is None else float(x)
 
 
 def add_response(added: AddOutcome) -> AddResponse:
@@ -63,10 +80,6 @@ def item_out(item: GalleryItem) -> GalleryItemOut:
     return GalleryItemOut(**_item_fields(item))
 
 
-def match_out(match: Match) -> MatchOut:
-    return MatchOut(distance=match.distance, reranked_distance=match.reranked_distance, **_item_fields(match.item))
-
-
 def _item_fields(item: GalleryItem) -> dict[str, object]:
     return dict(id=item.id, pid=item.pid, camera=item.camera, timestamp=item.timestamp, path=item.path,
                 added_at=item.added_at, image_url=f"/gallery/{item.id}/image")
@@ -74,12 +87,3 @@ def _item_fields(item: GalleryItem) -> dict[str, object]:
 
 def _ms(seconds: float) -> float:
     return round(seconds * 1000.0, 3)
-
-
-def json_answer(body: BaseModel, status_code: int = 200) -> Response:
-    """``body`` serialised once, by pydantic's own encoder. A route that returns the schema
-    object instead has FastAPI dump it to a dict, validate that against the response model
-    again and encode it with the json module: three passes in Python for a search's answer of
-    a few dozen matches, on the event loop of every request. The route keeps its
-    ``response_model`` for the OpenAPI document."""
-    return Response(body.model_dump_json(), status_code=status_code, media_type="application/json")

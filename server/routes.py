@@ -6,19 +6,26 @@ from __future__ import annotations
 from typing import Annotated
 
 from fastapi import APIRouter, File, Form, Path, Query, Request, UploadFile
+from fastapi.exceptions import RequestValidationError
+from pydantic import ValidationError
+from starlette.datastructures import QueryParams
+from starlette.formparsers import MultiPartException
 from fastapi.responses import FileResponse, Response
 from prometheus_client import CONTENT_TYPE_LATEST
 from pydantic import Field
 
 from index.records import ItemRecord
-from server.access import RateLimited, ReadAccess, WriteAccess
+from server.access import API_KEY_HEADER, RateLimited, ReadAccess, WriteAccess, limit_rate, require_read
 from server.deps import ServiceDep, get_service
 from server.errors import ApiError, error_responses
-from server.openapi import IMAGE_TYPES, raw_image_body
+from server.openapi import IMAGE_TYPES, search_operation
 from server.auditing import search_outcome
-from server.responses import add_response, json_answer, remove_response, search_response, stats_response
+from server.responses import add_response, remove_response, search_answer, stats_response
 from server.schemas import (
     AddResponse,
+    MAX_INT,
+    Camera,
+    SearchParams,
     ErrorBody,
     HealthResponse,
     ReadyResponse,
@@ -32,10 +39,6 @@ from server.settings import Settings
 
 router = APIRouter()
 
-#: Bounds of ids, pids and camera numbers: SQLite integers, and JSON-safe in browsers.
-#: A camera is the number in its file name: c1 is camera 1.
-MAX_INT = 2**53 - 1
-Camera = Annotated[int, Field(ge=1, le=2**31 - 1)]
 Pid = Annotated[int, Field(ge=-1, le=MAX_INT)]
 Timestamp = Annotated[float, Field(allow_inf_nan=False)]
 
@@ -45,69 +48,83 @@ async def _read_upload(file: UploadFile) -> Upload:
     return Upload(data=await file.read(), name=file.filename or "<upload>")
 
 
-async def _search_uploads(request: Request, image: list[UploadFile] | None) -> list[Upload]:
-    """The query crops: the form's ``image`` parts (several: crops of one person, fused), or the
-    body itself when its Content-Type is an image type (no multipart to build or parse, for
-    clients that send one crop)."""
-    if image:
-        return [await _read_upload(f) for f in image]
+async def _search_uploads(request: Request, most: int) -> list[Upload]:
+    """The query crops: the form's ``image`` parts (several: crops of one person, fused, at
+    most ``most``), or the body itself when its Content-Type is an image type (no multipart to
+    build or parse, for clients that send one crop)."""
     content_type = request.headers.get("content-type", "").split(";", 1)[0].strip().lower()
     if content_type in IMAGE_TYPES:
         return [Upload(data=await request.body(), name="<request body>")]
-    if content_type and content_type != "multipart/form-data":
+    if content_type == "multipart/form-data":
+        try:
+            async with request.form(max_files=most + 1) as form:
+                parts = form.getlist("image")
+                if any(isinstance(part, str) for part in parts):
+                    raise ApiError(422, "invalid_parameter", "the 'image' part must be a file upload")
+                if len(parts) > most:
+                    raise ApiError(422, "invalid_parameter",
+                                   f"{len(parts)} crops in one query; this server fuses at most {most}")
+                uploads = [await _read_upload(part) for part in parts]
+        except MultiPartException as exc:
+            if "Too many files" in exc.message:
+                raise ApiError(422, "invalid_parameter",
+                               f"too many crops in one query; this server fuses at most {most}") from None
+            raise ApiError(400, "bad_request", f"the multipart body could not be parsed: {exc.message}") from None
+        if uploads:
+            return uploads
+    elif content_type:
         raise ApiError(415, "unsupported_media_type", f"Content-Type {content_type} is not accepted: send "
                        f"the crop as multipart/form-data (part 'image') or as {', '.join(IMAGE_TYPES)}")
     raise ApiError(422, "invalid_parameter", "no query crop: send multipart/form-data with an 'image' "
                    f"part, or the image itself as the body ({', '.join(IMAGE_TYPES)})")
 
 
-@router.post("/search", response_model=SearchResponse, tags=["search"], dependencies=[RateLimited],
-             responses=error_responses(400, 401, 413, 415, 422, 429, 503), openapi_extra=raw_image_body(),
+# The route reads its own parameters, key and body rather than declaring them: FastAPI's
+# per-parameter handling costs more event-loop time per search than everything else the app
+# does around it (benchmarks/serve_overhead.py). The schema says the same from the same models
+# (server.openapi.search_operation).
+@router.post("/search", response_model=SearchResponse, tags=["search"],
+             responses=error_responses(400, 401, 413, 415, 422, 429, 503), openapi_extra=search_operation(),
              summary="Find the gallery identities and items nearest to an uploaded crop",
              description="The crop is the multipart part `image` (repeat it for several crops of one "
                          "person), or the whole body with `Content-Type: image/jpeg` (png, bmp, webp).")
-async def search(
-    service: ServiceDep,
-    request: Request,
-    image: Annotated[list[UploadFile] | None, File(description=(
-        "the query crop (JPEG, PNG, BMP or WEBP); repeat the part for several crops of one person, "
-        "searched as one query by their mean embedding"))] = None,
-    k: Annotated[int, Query(ge=1, description="nearest items to return (at most the server's max_k)")] = 10,
-    k_identities: Annotated[int, Query(ge=0, description="identities to rank (0: none)")] = 5,
-    items_per_identity: Annotated[int, Query(ge=1, description="items shown per identity")] = 3,
-    cameras: Annotated[list[Camera] | None, Query(description="keep only these cameras (file-name numbers: c1 is 1)")] = None,
-    exclude_cameras: Annotated[list[Camera] | None, Query(description="drop these cameras (file-name numbers: c1 is 1)")] = None,
-    time_from: Annotated[float | None, Query(allow_inf_nan=False, description="earliest timestamp")] = None,
-    time_to: Annotated[float | None, Query(allow_inf_nan=False, description="latest timestamp")] = None,
-    max_distance: Annotated[float | None, Query(ge=0, allow_inf_nan=False,
-                                                description="drop matches farther than this")] = None,
-    rerank: Annotated[bool, Query(description=(
-        "k-reciprocal re-ranking of the rerank_size nearest items; max_distance still applies "
-        "to the original Euclidean distance"))] = False,
-    rerank_size: Annotated[int | None, Query(ge=1, description=(
-        "with rerank: items re-ranked (default: the server's rerank_size, at most its max_rerank_size)"))] = None,
-) -> Response:
+async def search(request: Request) -> Response:
+    service = await get_service(request)
+    await limit_rate(request, await require_read(request, request.headers.get(API_KEY_HEADER) or None))
+    params = search_params(request.query_params)
     limits = service.settings
-    if image and len(image) > limits.max_query_crops:
-        raise ApiError(422, "invalid_parameter",
-                       f"{len(image)} crops in one query; this server fuses at most {limits.max_query_crops}")
-    for name, value, top in (("k", k, limits.max_k), ("k_identities", k_identities, limits.max_k),
-                             ("items_per_identity", items_per_identity, limits.max_items_per_identity)):
+    for name, value, top in (("k", params.k, limits.max_k), ("k_identities", params.k_identities, limits.max_k),
+                             ("items_per_identity", params.items_per_identity, limits.max_items_per_identity)):
         if value > top:
             raise ApiError(422, "invalid_parameter", f"{name}={value} is above this server's limit of {top}")
+    time_from, time_to = params.time_from, params.time_to
     if time_from is not None and time_to is not None and time_from > time_to:
         raise ApiError(422, "invalid_parameter", f"time_from={time_from} is after time_to={time_to}")
     query = SearchQuery(
-        k=k, k_identities=k_identities, items_per_identity=items_per_identity,
-        cameras=tuple(cameras) if cameras else None,
-        exclude_cameras=tuple(exclude_cameras) if exclude_cameras else None,
+        k=params.k, k_identities=params.k_identities, items_per_identity=params.items_per_identity,
+        cameras=tuple(params.cameras) if params.cameras else None,
+        exclude_cameras=tuple(params.exclude_cameras) if params.exclude_cameras else None,
         time_range=(time_from, time_to) if time_from is not None or time_to is not None else None,
-        max_distance=max_distance, rerank=_shortlist(limits, rerank, rerank_size),
+        max_distance=params.max_distance, rerank=_shortlist(limits, params.rerank, params.rerank_size),
     )
-    found = await service.search(await _search_uploads(request, image), query)
+    found = await service.search(await _search_uploads(request, limits.max_query_crops), query)
     request.state.audit_outcome = search_outcome(  # the audit log's record, without parsing the answer
         (m.item.id for m in found.matches), ((i.pid, (m.item.id for m in i.items)) for i in found.identities))
-    return json_answer(search_response(found))
+    return search_answer(found)
+
+
+def search_params(query: QueryParams) -> SearchParams:
+    """The query string as :class:`SearchParams` (one validation); 422 as FastAPI words it."""
+    given = {name: query.getlist(name) if name in _LIST_PARAMS else query[name]
+             for name in query.keys() if name in SearchParams.model_fields}
+    try:
+        return SearchParams.model_validate(given)
+    except ValidationError as exc:
+        raise RequestValidationError([{**e, "loc": ("query", *e["loc"])} for e in exc.errors()]) from None
+
+
+_LIST_PARAMS = frozenset(name for name, field in SearchParams.model_fields.items()
+                         if "list" in str(field.annotation))
 
 
 def _shortlist(limits: Settings, rerank: bool, size: int | None) -> ShortlistParams | None:

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Annotated, Any
 
 from pydantic import BaseModel, ConfigDict, Field
 
@@ -166,3 +166,28 @@ class ReadyResponse(BaseModel):
     gallery_size: int
     micro_batching: bool
     threads: str
+
+
+#: Bounds of ids, pids and camera numbers: SQLite integers, and JSON-safe in browsers.
+#: A camera is the number in its file name: c1 is camera 1.
+MAX_INT = 2**53 - 1
+Camera = Annotated[int, Field(ge=1, le=2**31 - 1)]
+
+
+class SearchParams(BaseModel):
+    """The query parameters of ``POST /search``, validated as one model (one pydantic call
+    per request instead of one per parameter)."""
+
+    k: int = Field(10, ge=1, description="nearest items to return (at most the server's max_k)")
+    k_identities: int = Field(5, ge=0, description="identities to rank (0: none)")
+    items_per_identity: int = Field(3, ge=1, description="items shown per identity")
+    cameras: list[Camera] | None = Field(None, description="keep only these cameras (file-name numbers: c1 is 1)")
+    exclude_cameras: list[Camera] | None = Field(None, description="drop these cameras (file-name numbers: c1 is 1)")
+    time_from: float | None = Field(None, allow_inf_nan=False, description="earliest timestamp")
+    time_to: float | None = Field(None, allow_inf_nan=False, description="latest timestamp")
+    max_distance: float | None = Field(None, ge=0, allow_inf_nan=False, description="drop matches farther than this")
+    rerank: bool = Field(False, description=(
+        "k-reciprocal re-ranking of the rerank_size nearest items; max_distance still applies "
+        "to the original Euclidean distance"))
+    rerank_size: int | None = Field(None, ge=1, description=(
+        "with rerank: items re-ranked (default: the server's rerank_size, at most its max_rerank_size)"))

@@ -37,7 +37,7 @@ def test_schema_states_this_servers_limits_and_uploads(make_settings: Callable[.
     forms = schema["components"]["schemas"]
     files = forms["Body_add_items_gallery_post"]["properties"]["files"]
     assert (files["minItems"], files["maxItems"], files["items"]["minLength"]) == (1, 3, 1)
-    crops = forms["Body_search_search_post"]["properties"]["image"]
+    crops = forms["SearchForm"]["properties"]["image"]
     assert (crops["minItems"], crops["maxItems"], crops["items"]["minLength"]) == (1, 5, 1)
     # A form leaves a field out to say "none": no field offers null, which would arrive as "null".
     assert "null" not in json.dumps(forms["Body_add_items_gallery_post"])
