@@ -1,6 +1,6 @@
 """What reid-serve spends per request around the model and the gallery, in CPU time.
 
-Four measurements, each printed as a table:
+Five measurements, each printed as a table:
 
 1. ``app``: the ASGI app driven in-process (no socket, no uvicorn) with the service's search
    replaced by one precomputed answer, so what is timed is everything around the search:
@@ -17,6 +17,9 @@ Four measurements, each printed as a table:
    app), which a direct in-process call does not pay.
 4. ``lanes``: the model's CPU per image on a one-thread session (what an embedding lane runs
    under load) at batch sizes 1 to 32: how much deeper batches save.
+5. ``protocol``: uvicorn's own cost, serving :func:`floor_app` (reads the upload, answers a
+   fixed search-sized JSON) under ``--clients`` clients, with each HTTP implementation
+   installed (h11, pure Python; httptools, C): process CPU per request, ``--repeats`` windows.
 
     python benchmarks/serve_overhead.py --work /tmp/sl      # reuses serve_load's small model
 
@@ -30,10 +33,13 @@ import argparse
 import asyncio
 import json
 import os
+import socket
 import statistics
+import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 from serve_load import (  # noqa: E402  (benchmarks/ is on sys.path)
@@ -189,6 +195,70 @@ def measure_lanes(model: Path, height: int, width: int) -> list[tuple[int, float
     return out
 
 
+#: What floor_app answers: the size and shape of a search's answer (25 items, batch size 1).
+_FLOOR_ANSWER = json.dumps({
+    "timings": {"batch_size": 1},
+    "matches": [{"id": i, "pid": i, "camera": 1, "distance": 0.5, "path": f"c1/{i}.jpg"} for i in range(25)],
+}).encode()
+
+
+async def floor_app(scope: dict, receive: Callable, send: Callable) -> None:
+    """The least an ASGI app can do for a search: read the body, send a fixed answer."""
+    if scope["type"] == "lifespan":
+        while (await receive())["type"] != "lifespan.shutdown":
+            await send({"type": "lifespan.startup.complete"})
+        await send({"type": "lifespan.shutdown.complete"})
+        return
+    more = True
+    while more:
+        more = (await receive()).get("more_body", False)
+    await send({"type": "http.response.start", "status": 200,
+                "headers": [(b"content-type", b"application/json"),
+                            (b"content-length", str(len(_FLOOR_ANSWER)).encode())]})
+    await send({"type": "http.response.body", "body": _FLOOR_ANSWER})
+
+
+def measure_protocol(height: int, width: int, clients: int, seconds: float, repeats: int) -> list[tuple[str, float, float]]:
+    """(HTTP implementation, process CPU ms per request, req/s) of uvicorn serving floor_app."""
+    import importlib.util
+
+    jpeg = crops(1, seed=2, height=height, width=width)[0]
+    rows = []
+    for http in ("h11", "httptools"):
+        if importlib.util.find_spec(http) is None:
+            print(f"({http} is not installed: skipped)")
+            continue
+        port = free_port()
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "uvicorn", "serve_overhead:floor_app", "--app-dir", str(Path(__file__).parent),
+             "--http", http, "--port", str(port), "--log-level", "warning", "--no-access-log"])
+        try:
+            _wait_for(port, proc)
+            requests = [search_request(port, jpeg)]
+            asyncio.run(load(port, requests, clients, 1.0, 10**6, proc.pid))  # warm-up
+            for _ in range(repeats):
+                cpu0 = process_cpu_s(proc.pid)
+                row = asyncio.run(load(port, requests, clients, seconds, 10**6, proc.pid))
+                rows.append((http, 1000.0 * (process_cpu_s(proc.pid) - cpu0) / row.requests, row.rps))
+        finally:
+            proc.terminate()
+            proc.wait(30)
+    return rows
+
+
+def _wait_for(port: int, proc: subprocess.Popen) -> None:
+    deadline = time.monotonic() + 30
+    while time.monotonic() < deadline:
+        if proc.poll() is not None:
+            raise RuntimeError(f"uvicorn exited with {proc.returncode}")
+        try:
+            socket.create_connection(("127.0.0.1", port), timeout=1).close()
+            return
+        except OSError:
+            time.sleep(0.1)
+    raise RuntimeError("uvicorn did not listen in 30 s")
+
+
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--work", type=Path, help="models and galleries (serve_load.py's --work; default: a temp folder)")
@@ -198,7 +268,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--seconds", type=float, default=5.0, help="loop: seconds per window")
     p.add_argument("--repeats", type=int, default=3, help="loop: windows")
     p.add_argument("--server-arg", action="append", default=[], metavar="ARG", help="extra reid-serve flag (loop)")
-    p.add_argument("--only", choices=("app", "loop", "lone", "lanes"), help="run one of the four measurements")
+    p.add_argument("--only", choices=("app", "loop", "lone", "lanes", "protocol"),
+                   help="run one of the five measurements")
     args = p.parse_args(argv)
     with tempfile.TemporaryDirectory(prefix="serve_overhead_") as tmp:
         work = args.work or Path(tmp)
@@ -227,6 +298,11 @@ def main(argv: list[str] | None = None) -> int:
             print("\n| batch (one-thread session) | CPU ms per image |\n| ---: | ---: |")
             for batch, ms in measure_lanes(m.model, m.height, m.width):
                 print(f"| {batch} | {ms:.2f} |")
+        if args.only in (None, "protocol"):
+            print(f"\n| uvicorn HTTP ({args.clients} clients, {args.seconds:g} s windows) | process CPU ms/req | "
+                  "req/s |\n| --- | ---: | ---: |")
+            for http, ms, rps in measure_protocol(m.height, m.width, args.clients, args.seconds, args.repeats):
+                print(f"| {http} | {ms:.3f} | {rps:.0f} |")
     return 0
 
 
