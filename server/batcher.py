@@ -1,6 +1,7 @@
 """Micro-batching: concurrent searches are embedded together in one ONNX Runtime call.
 
-Requests put their preprocessed crop on an asyncio queue and await a future. One consumer
+Requests put their item (a preprocessed crop; or, when a lane runs the whole search, the
+upload and its parameters) on an asyncio queue and await a future. One consumer
 task waits for a free *lane* (a batch slot of the embedding stage), takes the first waiting
 crop, collects more until ``max_batch`` or ``max_wait`` has passed, and hands the stacked batch
 to the embedding threads (never the event loop) without waiting for it: with ``lanes`` > 1 the
@@ -30,9 +31,10 @@ import contextlib
 import functools
 import logging
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import Executor
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 
@@ -47,9 +49,10 @@ CALM_S = 1.0
 
 @dataclass(frozen=True)
 class Embedded:
-    """One query's vector, how many queries shared its ONNX call, and where the time went."""
+    """One query's row of its batch's output (an embedding (D,) when the run embeds stacked
+    crops), how many queries shared its ONNX call, and where the time went."""
 
-    vector: np.ndarray  # (D,) float32
+    row: Any
     batch_size: int
     queue_ms: float  # waiting for the batch to form and for the previous batch to finish
     run_ms: float  # the ONNX call of the whole batch
@@ -57,13 +60,16 @@ class Embedded:
 
 @dataclass
 class _Pending:
-    x: np.ndarray  # (3, H, W) float32 in [0, 1]
+    x: Any  # an item: by default a (3, H, W) float32 crop in [0, 1]
     future: asyncio.Future[Embedded]
     enqueued: float
 
 
 class MicroBatcher:
-    """Collects single crops into batches for ``run_batch`` ((B, 3, H, W) -> (B, D)).
+    """Collects single crops into batches for ``run_batch`` ((B, 3, H, W) -> (B, D)), or
+    any items: ``collate`` makes the run's input of the batch's items (default ``np.stack``);
+    the run returns one row per item, in order, and a row that is an exception fails that
+    item's query alone.
 
     At most ``lanes`` batches run at once, in ``executor`` (give it at least ``lanes``
     threads). With ``run_overlapping``, a batch alone in sight runs ``run_batch`` holding every
@@ -81,6 +87,7 @@ class MicroBatcher:
         on_batch: Callable[[int, float], None] | None = None,
         lanes: int = 1,
         run_overlapping: Callable[[np.ndarray], np.ndarray] | None = None,
+        collate: Callable[[list[Any]], Any] = np.stack,
     ) -> None:
         if lanes < 1:
             raise ValueError(f"lanes must be >= 1, got {lanes}")
@@ -89,6 +96,7 @@ class MicroBatcher:
         if max_wait_s < 0:
             raise ValueError(f"max_wait_s must be >= 0, got {max_wait_s}")
         self._run_batch = run_batch
+        self._collate = collate
         self._run_overlapping = run_overlapping  # None: every batch on run_batch, one lane each
         self._executor = executor
         self._max_batch = max_batch
@@ -138,8 +146,9 @@ class MicroBatcher:
                 if not pending.future.done():
                     pending.future.set_exception(RuntimeError("the service is shutting down"))
 
-    async def submit(self, x: np.ndarray) -> Embedded:
-        """Embed one preprocessed crop (3, H, W) together with whatever else is waiting."""
+    async def submit(self, x: Any) -> Embedded:
+        """Run one item (a preprocessed crop (3, H, W) by default) together with whatever else
+        is waiting."""
         if self._queue is None or self._task is None:
             raise RuntimeError("MicroBatcher.start() was not called")
         loop = asyncio.get_running_loop()
@@ -217,11 +226,10 @@ class MicroBatcher:
             raise
         return batch
 
-    @staticmethod
-    def _stack_and_run(run: Callable[[np.ndarray], np.ndarray], xs: list[np.ndarray]) -> np.ndarray:
+    def _stack_and_run(self, run: Callable[[Any], Sequence[Any]], xs: list[Any]) -> Sequence[Any]:
         # In the embedding thread: a batch of 256x128 crops is megabytes to copy, which the
         # event loop should not spend its time on.
-        return run(np.stack(xs))
+        return run(self._collate(xs))
 
     async def _run(self, loop: asyncio.AbstractEventLoop, batch: list[_Pending],
                    run: Callable[[np.ndarray], np.ndarray]) -> None:
@@ -240,9 +248,13 @@ class MicroBatcher:
             return
         run_s = time.perf_counter() - started
         for row, p in enumerate(batch):
-            if not p.future.done():
+            if p.future.done():
+                continue
+            if isinstance(vectors[row], BaseException):
+                p.future.set_exception(vectors[row])
+            else:
                 p.future.set_result(Embedded(
-                    vector=vectors[row], batch_size=len(batch),
+                    row=vectors[row], batch_size=len(batch),
                     queue_ms=(started - p.enqueued) * 1000.0, run_ms=run_s * 1000.0,
                 ))
         if self._on_batch is not None:

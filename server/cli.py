@@ -51,6 +51,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--lane-threads", type=int,
                    help="ONNX Runtime threads of a micro-batch that overlaps another, on a second session "
                         "of the model (CPU default 1; equal to --onnx-threads: one session)")
+    p.add_argument("--pipeline", choices=["auto", "lanes", "stages"],
+                   help="micro-batching layout: lanes (each lane decodes, embeds and searches its batch), "
+                        "stages (a thread pool per stage), auto (default: lanes on a CPU, stages on a GPU)")
     p.add_argument("--faiss-threads", type=int, help="FAISS threads (default: cores // workers)")
     p.add_argument("--providers", help="ONNX Runtime providers: auto (default), cpu, cuda, tensorrt")
     p.add_argument("--faiss-device", "--device", dest="device", choices=DEVICES,

@@ -138,6 +138,18 @@ class _Found:
 _Hits = tuple[list[Match], list[IdentityMatch]]  # one query's nearest items and identities
 
 
+@dataclass(frozen=True)
+class _LaneFound:
+    """What a lane found for one query of its batch: the hits, how long its decode took, and
+    when (``time.perf_counter``) the batch's embedding and search ended."""
+
+    matches: list[Match]
+    identities: list[IdentityMatch]
+    decode_s: float
+    embedded: float
+    done: float
+
+
 def embedding_device(providers: str) -> EmbeddingDevice:
     """Where ONNX Runtime will embed with ``providers`` ("auto", "cpu", "cuda", "tensorrt")."""
     chosen, _ = resolve_providers(providers, ort.get_available_providers())
@@ -161,7 +173,13 @@ class SearchService:
         self._write_lock = threading.Lock()  # a crop write + its gallery commit, or a removal + sweep
         self._batcher: MicroBatcher | None = None
         self._searches = Coalescer(self._search_group, self._pool)
-        if settings.micro_batching:
+        if settings.micro_batching and plan.lane_pipeline:
+            self._batcher = MicroBatcher(
+                functools.partial(self._lane_search, embedder), self._embed_thread, max_batch=settings.max_batch,
+                max_wait_s=settings.max_wait_ms / 1000.0, lanes=plan.lanes, collate=list,
+                run_overlapping=functools.partial(self._lane_search, lane_embedder) if lane_embedder else None,
+            )
+        elif settings.micro_batching:
             self._batcher = MicroBatcher(
                 embedder.embed_arrays, self._embed_thread, max_batch=settings.max_batch,
                 max_wait_s=settings.max_wait_ms / 1000.0, on_batch=metrics.observe_batch,
@@ -175,7 +193,7 @@ class SearchService:
         plan = plan_threads(micro_batching=settings.micro_batching, workers=settings.workers,
                             onnx=settings.onnx_threads, faiss=settings.faiss_threads,
                             lanes=settings.embed_lanes, device=embedding_device(settings.providers),
-                            lane_onnx=settings.lane_threads)
+                            lane_onnx=settings.lane_threads, pipeline=settings.pipeline)
         faiss_index.set_num_threads(plan.faiss)
         session = {"providers": settings.providers, "batch_size": max(settings.max_batch, 32),
                    "max_pixels": settings.max_pixels, "spin": settings.onnx_spin}
@@ -238,12 +256,19 @@ class SearchService:
 
     async def _search_batched(self, upload: Upload, query: SearchQuery) -> _Found:
         assert self._batcher is not None
+        if self.plan.lane_pipeline:
+            started = time.perf_counter()
+            done = await self._batcher.submit((upload, query))
+            found: _LaneFound = done.row
+            # The decode ran in the lane after the query queued: the queue wait counts as embedding.
+            return _Found(found.matches, found.identities, done.batch_size, started + found.decode_s,
+                          found.embedded, found.done)
         with self._batcher.coming():  # a forming batch waits for this query's decode
             x = await self._in_pool(self._preprocess, upload)
         decoded = time.perf_counter()
         embedded = await self._batcher.submit(x)
         embedded_at = time.perf_counter()
-        matches, identities = await self._searches.submit((embedded.vector, query))
+        matches, identities = await self._searches.submit((embedded.row, query))
         return _Found(matches, identities, embedded.batch_size, decoded, embedded_at, time.perf_counter())
 
     def _search_alone(self, upload: Upload, query: SearchQuery) -> _Found:
@@ -253,6 +278,34 @@ class SearchService:
         embedded = time.perf_counter()
         matches, identities = self._search_rows(vector[None], query)[0]
         return _Found(matches, identities, 1, decoded, embedded, time.perf_counter())
+
+    def _lane_search(self, embedder: Embedder,
+                     batch: Sequence[tuple[Upload, SearchQuery]]) -> list[_LaneFound | Exception]:
+        """One lane's batch, start to end, in the lane's thread: decode every upload, embed the
+        decodable ones in one model call, search their rows together. A bad upload fails its
+        own query, not the batch."""
+        out: list[_LaneFound | Exception] = [RuntimeError("not searched")] * len(batch)
+        crops, rows, decode_s = [], [], []
+        for position, (upload, _) in enumerate(batch):
+            started = time.perf_counter()
+            try:
+                crops.append(self._preprocess(upload))
+            except Exception as exc:  # noqa: BLE001 - delivered to that query
+                out[position] = exc
+                continue
+            rows.append(position)
+            decode_s.append(time.perf_counter() - started)
+        if not rows:
+            return out
+        started = time.perf_counter()
+        vectors = embedder.embed_arrays(np.stack(crops))
+        embedded = time.perf_counter()
+        self.metrics.observe_batch(len(rows), embedded - started)
+        found = self._search_group([(vectors[j], batch[p][1]) for j, p in enumerate(rows)])
+        done = time.perf_counter()
+        for p, hits, seconds in zip(rows, found, decode_s, strict=True):
+            out[p] = hits if isinstance(hits, Exception) else _LaneFound(*hits, seconds, embedded, done)
+        return out
 
     def _preprocess(self, upload: Upload) -> np.ndarray:
         started = time.perf_counter()

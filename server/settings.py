@@ -15,6 +15,7 @@ from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from index.address import parse_address, side_folder
 from index.audit import default_audit_path
+from server.threads import Pipeline
 from training.core.devices import Device
 
 
@@ -65,6 +66,10 @@ class Settings(BaseSettings):
         None, ge=1, description="ONNX Runtime threads of a micro-batch that starts while another is in the "
                                 "model, run on a second session of the model (CPU default 1; equal to "
                                 "onnx_threads: one session for all)"
+    )
+    pipeline: Pipeline = Field(
+        "auto", description="micro-batching: 'lanes' (each embedding lane decodes, embeds and searches its "
+                            "batch), 'stages' (a thread pool per stage), or 'auto': lanes on a CPU, stages on a GPU"
     )
     faiss_threads: int | None = Field(None, ge=1, description="FAISS OpenMP threads")
     providers: str = Field("auto", description="ONNX Runtime providers: auto, cpu, cuda, tensorrt")

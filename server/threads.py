@@ -20,7 +20,16 @@ threads (each intra-op parallel section ends in a barrier, and the measured CPU 
 of ResNet-50 on one thread matched that of batches of 16 on two). The price is the model's
 weights held twice. CUDA: one lane (the device runs one batch at a time; a second would only
 queue on it), one ONNX CPU thread and no lane session; the cores are left to decoding and
-searching. Without micro-batching up to ``workers`` inferences run at once in the request
+searching.
+
+How the stages are laid out (``pipeline``): with ``stages`` (the CUDA default) each stage has
+its own threads, a request thread decodes each upload as it arrives and another searches each
+batch's rows, so a GPU embeds while the CPUs decode and search; every query then crosses
+between the event loop and a thread three times. With ``lanes`` (the CPU default) a lane
+decodes, embeds and searches its whole batch in turn, the way a direct batched loop does: the
+stages of one lane's batch overlap those of the other lanes' batches, which on a CPU is the
+same overlap (one core per lane) at one hand-over per batch instead of three per query
+(measured in benchmarks/serve_load.py). Without micro-batching up to ``workers`` inferences run at once in the request
 threads, so each gets ``cores // workers``. A FAISS search runs in a request thread, so
 ``faiss = cores // workers`` in every case; decoding is single-threaded.
 """
@@ -33,6 +42,7 @@ from typing import Literal
 from training.core.cores import usable_cores
 
 EmbeddingDevice = Literal["cpu", "cuda"]  # resolved: TensorRT and CUDA both embed on the GPU
+Pipeline = Literal["auto", "lanes", "stages"]  # how a micro-batching search's stages are laid out
 
 
 @dataclass(frozen=True)
@@ -46,6 +56,7 @@ class ThreadPlan:
     lanes: int = 1
     device: EmbeddingDevice = "cpu"
     lane_onnx: int | None = None  # threads of a batch that starts while another is in the model
+    lane_pipeline: bool = False  # each lane decodes, embeds and searches its own batch
 
     @property
     def lane_session(self) -> bool:
@@ -55,8 +66,10 @@ class ThreadPlan:
     def describe(self) -> str:
         onnx = (f"ONNX intra-op {self.onnx} for a batch alone, {self.lane_onnx} per overlapping lane"
                 if self.lane_session else f"ONNX intra-op {self.onnx}")
+        lanes = (f"{self.lanes} lane(s) each decoding, embedding and searching its batch" if self.lane_pipeline
+                 else f"{self.lanes} embedding lane(s)")
         return (f"{self.cores} cores, {self.device}: {self.workers} request threads, "
-                f"{self.lanes} embedding lane(s), {onnx}, FAISS {self.faiss}")
+                f"{lanes}, {onnx}, FAISS {self.faiss}")
 
 
 def plan_threads(
@@ -69,6 +82,7 @@ def plan_threads(
     cores: int | None = None,
     device: EmbeddingDevice = "cpu",
     lane_onnx: int | None = None,
+    pipeline: Pipeline = "auto",
 ) -> ThreadPlan:
     """Fill in the counts not given explicitly (see the module docstring for the arithmetic)."""
     cores = cores or usable_cores()
@@ -81,6 +95,8 @@ def plan_threads(
         default_onnx, default_lanes = 1, 1
     else:
         default_onnx, default_lanes, default_lane_onnx = cores, cores, 1
+    lane_pipeline = micro_batching and (pipeline == "lanes" or (pipeline == "auto" and device == "cpu"))
     return ThreadPlan(cores=cores, workers=workers, onnx=onnx or default_onnx, faiss=faiss or share,
                       lanes=lanes or default_lanes, device=device,
-                      lane_onnx=(lane_onnx or default_lane_onnx) if micro_batching else None)
+                      lane_onnx=(lane_onnx or default_lane_onnx) if micro_batching else None,
+                      lane_pipeline=lane_pipeline)

@@ -41,7 +41,7 @@ def test_concurrent_queries_are_batched_and_answered_in_order() -> None:
             return out
 
     out = asyncio.run(scenario())
-    assert [float(e.vector[0]) for e in out] == [12.0 * i for i in range(10)]
+    assert [float(e.row[0]) for e in out] == [12.0 * i for i in range(10)]
     assert sum(sizes) == 10 and max(sizes) == 4 and len(sizes) == 3  # 4 + 4 + 2
     assert all(e.batch_size in (2, 4) for e in out)
 
@@ -105,7 +105,7 @@ def test_a_forming_batch_waits_for_an_announced_query() -> None:
 
     first, second = asyncio.run(scenario())
     assert sizes == [2] and first.batch_size == second.batch_size == 2
-    assert float(first.vector[0]) == 12.0 and float(second.vector[0]) == 24.0
+    assert float(first.row[0]) == 12.0 and float(second.row[0]) == 24.0
 
 
 def test_a_failing_batch_fails_its_queries_only() -> None:
@@ -127,7 +127,7 @@ def test_a_failing_batch_fails_its_queries_only() -> None:
             await batcher.stop()
             return ok
 
-    assert asyncio.run(scenario()).vector.shape == (2,)
+    assert asyncio.run(scenario()).row.shape == (2,)
 
 
 @pytest.mark.parametrize("batching,device,expected", [
@@ -146,6 +146,13 @@ def test_thread_plan_does_not_oversubscribe(batching: bool, device: str, expecte
     cpu8 = plan_threads(micro_batching=True, cores=8)
     assert (cpu8.lanes, cpu8.onnx, cpu8.lane_onnx) == (8, 8, 1)
     assert "1 per overlapping lane" in cpu8.describe()
+    # The layout of the stages: lanes on a CPU, a pool per stage on a GPU (it embeds while the
+    # CPUs decode and search); either on request; none without micro-batching.
+    assert plan.lane_pipeline == (batching and device == "cpu")
+    assert plan_threads(micro_batching=True, cores=2, device="cuda", pipeline="lanes").lane_pipeline
+    assert not plan_threads(micro_batching=True, cores=2, pipeline="stages").lane_pipeline
+    assert not plan_threads(micro_batching=False, cores=2, pipeline="lanes").lane_pipeline
+    assert "each decoding, embedding and searching its batch" in cpu8.describe()
 
 
 def test_a_lone_batch_runs_wide_and_holds_every_lane_others_run_on_the_lane_runner(monkeypatch) -> None:
@@ -192,7 +199,7 @@ def test_a_lone_batch_runs_wide_and_holds_every_lane_others_run_on_the_lane_runn
     monkeypatch.setattr(batcher_module, "CALM_S", 0.2)
     CALM_S = batcher_module.CALM_S
     out = asyncio.run(scenario())
-    assert [float(e.vector[0]) for e in out] == [1.0, 2.0, 3.0, 4.0, 5.0]
+    assert [float(e.row[0]) for e in out] == [1.0, 2.0, 3.0, 4.0, 5.0]
 
 
 def test_queued_queries_are_shared_among_free_lanes() -> None:
@@ -216,7 +223,7 @@ def test_queued_queries_are_shared_among_free_lanes() -> None:
             return out
 
     out = asyncio.run(scenario())
-    assert [float(e.vector[0]) for e in out] == [float(i) for i in range(8)]
+    assert [float(e.row[0]) for e in out] == [float(i) for i in range(8)]
     assert sorted(sizes) == [4, 4]
 
 
@@ -240,7 +247,7 @@ def test_lanes_run_that_many_batches_at_once(lanes: int) -> None:
 
     out = asyncio.run(scenario())
     if lanes == 2:
-        assert [float(e.vector[0]) for e in out] == [1.0, 2.0]
+        assert [float(e.row[0]) for e in out] == [1.0, 2.0]
     else:
         assert all(isinstance(e, threading.BrokenBarrierError) for e in out)
 
@@ -270,7 +277,7 @@ def test_every_query_gets_its_own_row_across_lanes() -> None:
             return out
 
     out = asyncio.run(scenario())
-    assert [float(e.vector[0]) for e in out] == [float(i) for i in range(60)]
+    assert [float(e.row[0]) for e in out] == [float(i) for i in range(60)]
 
 
 def test_stop_answers_the_queries_of_every_running_lane() -> None:
@@ -332,12 +339,12 @@ def test_a_broken_batch_does_not_stop_the_consumer(fault: str) -> None:
                 with pytest.raises(RuntimeError, match="0 embeddings for 1"):
                     await first
             else:
-                assert (await first).vector.shape == (2,)
+                assert (await first).row.shape == (2,)
             second = await asyncio.wait_for(batcher.submit(np.ones((3, 2, 2), np.float32)), 2)
             await batcher.stop()
             return second
 
-    assert asyncio.run(scenario()).vector.shape == (2,)
+    assert asyncio.run(scenario()).row.shape == (2,)
     assert calls == [1, 1]
 
 
@@ -369,5 +376,29 @@ def test_a_lone_query_runs_beside_a_running_batch_without_waiting() -> None:
             return elapsed, lone
 
     elapsed, lone = asyncio.run(scenario())
-    assert elapsed < 0.5 and lone.batch_size == 1 and float(lone.vector[0]) == 2.0
+    assert elapsed < 0.5 and lone.batch_size == 1 and float(lone.row[0]) == 2.0
     assert sizes == [1, 1]
+
+
+def test_any_items_batch_with_collate_and_a_failing_row_fails_only_its_query() -> None:
+    """With ``collate=list`` the run gets the items themselves (a lane that runs the whole
+    search gets uploads and parameters); a row that is an exception goes to its query alone."""
+    seen: list[list[int]] = []
+
+    def run(items: list[int]) -> list[int | Exception]:
+        seen.append(list(items))
+        return [ValueError(f"bad {i}") if i < 0 else i * 10 for i in items]
+
+    async def scenario() -> list:
+        with ThreadPoolExecutor(1) as pool:
+            batcher = MicroBatcher(run, pool, max_batch=8, max_wait_s=0.0, collate=list)
+            await batcher.start()
+            try:
+                return await asyncio.gather(*(batcher.submit(i) for i in (1, -2, 3)), return_exceptions=True)
+            finally:
+                await batcher.stop()
+
+    out = asyncio.run(scenario())
+    assert sorted(i for batch in seen for i in batch) == [-2, 1, 3]
+    assert out[0].row == 10 and out[2].row == 30 and out[0].batch_size == len(seen[0])
+    assert isinstance(out[1], ValueError) and str(out[1]) == "bad -2"

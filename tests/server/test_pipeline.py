@@ -81,14 +81,16 @@ async def _searches(service: SearchService, uploads: Sequence[bytes], query: Sea
         await service.aclose()
 
 
-def test_batched_answers_equal_lone_answers(make_settings: Callable[..., Settings]) -> None:
+@pytest.mark.parametrize("pipeline", ["lanes", "stages"])
+def test_batched_answers_equal_lone_answers(make_settings: Callable[..., Settings], pipeline: str) -> None:
     with TestClient(create_app(make_settings())) as c:
         fill_gallery(c)
     uploads = [crop_bytes(pid, variant=7) for pid in (1, 2, 3, 4, 1, 2, 3, 4, 2, 3)]
     query = SearchQuery(k=8, k_identities=3, items_per_identity=2)
-    alone = asyncio.run(_searches(_open(make_settings(max_batch=1)), uploads, query, together=False))
-    batched = asyncio.run(_searches(_open(make_settings(max_batch=8, max_wait_ms=50.0)), uploads, query,
-                                    together=True))
+    alone = asyncio.run(_searches(_open(make_settings(max_batch=1, pipeline=pipeline)), uploads, query,
+                                  together=False))
+    batched = asyncio.run(_searches(_open(make_settings(max_batch=8, max_wait_ms=50.0, pipeline=pipeline)),
+                                    uploads, query, together=True))
     assert {o.timings.batch_size for o in alone} == {1}
     assert max(o.timings.batch_size for o in batched) > 1  # the rows really shared ONNX calls
     for one, many in zip(alone, batched, strict=True):
@@ -98,8 +100,32 @@ def test_batched_answers_equal_lone_answers(make_settings: Callable[..., Setting
                                    rtol=1e-5, atol=1e-5)
 
 
-def test_a_lone_search_does_not_wait_for_max_wait(make_settings: Callable[..., Settings]) -> None:
-    service = _open(make_settings(max_wait_ms=1000.0))
+@pytest.mark.parametrize("pipeline", ["lanes", "stages"])
+def test_a_bad_upload_in_a_batch_fails_only_its_own_search(make_settings: Callable[..., Settings],
+                                                           pipeline: str) -> None:
+    with TestClient(create_app(make_settings())) as c:
+        fill_gallery(c)
+    service = _open(make_settings(max_batch=8, max_wait_ms=50.0, pipeline=pipeline))
+    uploads = [crop_bytes(1), b"not an image", crop_bytes(2), b"", crop_bytes(3)]
+
+    async def together() -> list:
+        await service.start()
+        try:
+            return await asyncio.gather(*(service.search(Upload(d, f"q{i}"), SearchQuery(k=4))
+                                          for i, d in enumerate(uploads)), return_exceptions=True)
+        finally:
+            await service.aclose()
+
+    out = asyncio.run(together())
+    assert [type(o).__name__ for o in out] == ["SearchOutcome", "ImageDecodeError", "SearchOutcome",
+                                                "ImageDecodeError", "SearchOutcome"]
+    assert [o.reason for o in out if not hasattr(o, "matches")] == ["not_an_image", "empty"]
+    assert all(len(o.matches) == 4 for o in out if hasattr(o, "matches"))
+
+
+@pytest.mark.parametrize("pipeline", ["lanes", "stages"])
+def test_a_lone_search_does_not_wait_for_max_wait(make_settings: Callable[..., Settings], pipeline: str) -> None:
+    service = _open(make_settings(max_wait_ms=1000.0, pipeline=pipeline))
     started = time.perf_counter()
     [found] = asyncio.run(_searches(service, [crop_bytes(1)], SearchQuery(), together=False))
     assert found.timings.batch_size == 1
@@ -160,7 +186,8 @@ def test_the_pipeline_flags_reach_the_settings() -> None:
     from server.cli import build_parser, settings_from_args
 
     s = settings_from_args(build_parser().parse_args(["--model", "m.onnx", "--gallery", "g",
-                                                      "--embed-lanes", "1", "--onnx-spin"]))
-    assert (s.embed_lanes, s.onnx_spin) == (1, True)
+                                                      "--embed-lanes", "1", "--onnx-spin",
+                                                      "--pipeline", "stages"]))
+    assert (s.embed_lanes, s.onnx_spin, s.pipeline) == (1, True, "stages")
     default = settings_from_args(build_parser().parse_args(["--model", "m.onnx", "--gallery", "g"]))
-    assert (default.embed_lanes, default.onnx_spin) == (None, False)
+    assert (default.embed_lanes, default.onnx_spin, default.pipeline) == (None, False, "auto")
