@@ -300,7 +300,10 @@ class SearchService:
         started = time.perf_counter()
         vectors = embedder.embed_arrays(np.stack(crops))
         embedded = time.perf_counter()
-        self.metrics.observe_batch(len(rows), embedded - started)
+        try:
+            self.metrics.observe_batch(len(rows), embedded - started)
+        except Exception:  # noqa: BLE001 - a metrics failure must not fail the batch's searches
+            log.exception("micro-batch metrics failed")
         found = self._search_group([(vectors[j], batch[p][1]) for j, p in enumerate(rows)])
         done = time.perf_counter()
         for p, hits, seconds in zip(rows, found, decode_s, strict=True):

@@ -191,3 +191,20 @@ def test_the_pipeline_flags_reach_the_settings() -> None:
     assert (s.embed_lanes, s.onnx_spin, s.pipeline) == (1, True, "stages")
     default = settings_from_args(build_parser().parse_args(["--model", "m.onnx", "--gallery", "g"]))
     assert (default.embed_lanes, default.onnx_spin, default.pipeline) == (None, False, "auto")
+
+
+@pytest.mark.parametrize("pipeline", ["lanes", "stages"])
+def test_a_failing_batch_metric_does_not_fail_the_searches(make_settings: Callable[..., Settings],
+                                                           pipeline: str) -> None:
+    with TestClient(create_app(make_settings())) as c:
+        fill_gallery(c)
+    service = _open(make_settings(pipeline=pipeline))
+
+    def broken(size: int, seconds: float) -> None:
+        raise RuntimeError("metrics backend gone")
+
+    service.metrics.observe_batch = broken  # type: ignore[method-assign]
+    if service._batcher is not None:  # the stages layout hands the batcher the callback itself
+        service._batcher._on_batch = broken
+    found = asyncio.run(_searches(service, [crop_bytes(1), crop_bytes(2)], SearchQuery(k=3), together=True))
+    assert [len(f.matches) for f in found] == [3, 3]
