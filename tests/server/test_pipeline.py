@@ -208,3 +208,14 @@ def test_a_failing_batch_metric_does_not_fail_the_searches(make_settings: Callab
         service._batcher._on_batch = broken
     found = asyncio.run(_searches(service, [crop_bytes(1), crop_bytes(2)], SearchQuery(k=3), together=True))
     assert [len(f.matches) for f in found] == [3, 3]
+
+
+def test_a_form_without_a_file_upload_is_refused(client: TestClient) -> None:
+    fill_gallery(client)
+    before = snapshot(client)
+    text = client.post("/search", data={"image": "not a file"},  # a text field, not an upload
+                       files={"note": ("n.txt", b"x", "text/plain")})
+    assert (text.status_code, text.json()["error"]) == (422, "invalid_parameter"), text.text
+    broken = client.post("/search", content=b"--x\r\nnot a part", headers={"content-type": "multipart/form-data"})
+    assert (broken.status_code, broken.json()["error"]) == (400, "bad_request"), broken.text
+    assert snapshot(client) == before
