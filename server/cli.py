@@ -6,6 +6,7 @@ Every flag also has a ``REID_*`` environment variable (see docs/server.md); flag
 from __future__ import annotations
 
 import argparse
+import gc
 import logging
 import os
 import socket
@@ -55,6 +56,9 @@ def build_parser() -> argparse.ArgumentParser:
                    help="micro-batching layout: lanes (each lane decodes, embeds and searches its batch), "
                         "stages (a thread pool per stage), auto (default: lanes on a CPU, stages on a GPU)")
     p.add_argument("--faiss-threads", type=int, help="FAISS threads (default: cores // workers)")
+    p.add_argument("--gc-threshold", type=int,
+                   help="Python's gen-0 garbage-collection threshold while serving, with everything loaded "
+                        "at start frozen out of collections (default 10000; 0: Python's defaults)")
     p.add_argument("--providers", help="ONNX Runtime providers: auto (default), cpu, cuda, tensorrt")
     p.add_argument("--faiss-device", "--device", dest="device", choices=DEVICES,
                    help="where the FAISS gallery searches: auto (a GPU when faiss sees one, else the CPU "
@@ -129,6 +133,25 @@ def check_bindable(host: str, port: int) -> None:
         raise ReIDError(f"cannot listen on {host}:{port}: {exc.strerror or exc}") from None
 
 
+def settle_garbage_collector(threshold: int) -> None:
+    """Keep Python's cyclic garbage collector off the request path of a long-running server.
+
+    What is loaded before serving (the model's sessions, the gallery, the app) lives as long as
+    the process: after one collection it is frozen out of the collector's scans (``gc.freeze``),
+    so a full collection no longer walks it. Requests free their objects by reference counting,
+    so a gen-0 threshold of thousands instead of Python's 700 stops collections from running
+    every few requests. Measured under 48 clients (small model): 0.17 ms of collection per
+    request with Python's defaults, 0.07 frozen, about 0.001 frozen with a threshold of 10000
+    (docs/server.md). ``threshold`` 0 leaves Python's defaults and freezes nothing.
+    """
+    if threshold <= 0:
+        return
+    gc.collect()
+    gc.freeze()
+    _, gen1, gen2 = gc.get_threshold()
+    gc.set_threshold(threshold, gen1, gen2)
+
+
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
 
@@ -149,8 +172,10 @@ def main(argv: list[str] | None = None) -> int:
         scheme = "https" if settings.ssl_certfile is not None else "http"
         print(f"reid-serve: {scheme}://{settings.host}:{settings.port}/ (model {settings.model}, "
               f"gallery {settings.gallery}, pid {os.getpid()})", flush=True)
+        app = create_app(settings, service)
+        settle_garbage_collector(settings.gc_threshold)
         # One process: the gallery is locked by the process that opens it.
-        uvicorn.run(create_app(settings, service), host=settings.host, port=settings.port,
+        uvicorn.run(app, host=settings.host, port=settings.port,
                     log_level=settings.log_level, workers=1, timeout_graceful_shutdown=10,
                     ssl_certfile=settings.ssl_certfile, ssl_keyfile=settings.ssl_keyfile)
         return 0

@@ -72,6 +72,10 @@ class Settings(BaseSettings):
                             "batch), 'stages' (a thread pool per stage), or 'auto': lanes on a CPU, stages on a GPU"
     )
     faiss_threads: int | None = Field(None, ge=1, description="FAISS OpenMP threads")
+    gc_threshold: int = Field(
+        10_000, ge=0, description="reid-serve: Python's gen-0 garbage-collection threshold, with what was loaded "
+                                  "at start frozen out of collections (0: Python's defaults, nothing frozen)"
+    )
     providers: str = Field("auto", description="ONNX Runtime providers: auto, cpu, cuda, tensorrt")
     device: Device = Field("cpu", description="where the FAISS gallery searches: auto, cpu or cuda "
                                               "(training.core.devices; cuda without a GPU is refused)")

@@ -10,8 +10,9 @@ from pathlib import Path
 
 import pytest
 
+import server.cli
 from onnx_models import write_tiny_model
-from server.cli import build_parser, main, settings_from_args
+from server.cli import build_parser, main, settings_from_args, settle_garbage_collector
 
 
 def test_flags_override_environment(monkeypatch: pytest.MonkeyPatch) -> None:
@@ -162,10 +163,13 @@ def test_serve_loads_the_model_once_and_serves_what_it_opened(tmp_path: Path, mo
         with TestClient(app) as client:
             answers.append(client.get("/readyz").json())
 
+    settled: list[int] = []  # the garbage collector is settled for serving, not for the test process
+    monkeypatch.setattr(server.cli, "settle_garbage_collector", settled.append)
     monkeypatch.setattr(Embedder, "__init__", counting_init)
     monkeypatch.setattr(uvicorn, "run", fake_run)
     assert main(["--model", str(model), "--gallery", str(tmp_path / "g"), "--create", "--port", "0"]) == 0, \
         capsys.readouterr().err
+    assert settled == [10_000]
     assert loads == [model]
     assert lane_sessions == ([(model, 1)] if plan_threads(micro_batching=True).lane_session else [])
     assert answers[0]["status"] == "ready" and answers[0]["model_fingerprint"] == Embedder(model).fingerprint
@@ -190,6 +194,7 @@ def test_faiss_device_auto_without_a_gpu_serves_on_the_cpu_after_one_log_line(
             stats.append(client.get("/gallery/stats").json())
 
     monkeypatch.setattr(uvicorn, "run", fake_run)
+    monkeypatch.setattr(server.cli, "settle_garbage_collector", lambda threshold: None)
     caplog.set_level("INFO", logger="index.faiss_index")
     assert main(["--model", str(model), "--gallery", str(tmp_path / "g"), "--create", "--port", "0",
                  "--faiss-device", "auto"]) == 0, capsys.readouterr().err
@@ -206,3 +211,22 @@ def test_faiss_device_is_listed_and_is_the_device_setting() -> None:
         assert settings_from_args(args).device == "auto"
     with pytest.raises(SystemExit):
         build_parser().parse_args(["--model", "m.onnx", "--gallery", "g", "--faiss-device", "tpu"])
+
+
+@pytest.mark.parametrize("threshold", [0, 12_345])
+def test_the_garbage_collector_is_settled_before_serving(threshold: int) -> None:
+    import gc
+
+    args = ["--model", "m.onnx", "--gallery", "g", "--gc-threshold", str(threshold)]
+    assert settings_from_args(build_parser().parse_args(args)).gc_threshold == threshold
+    before = gc.get_threshold()
+    try:
+        settle_garbage_collector(threshold)
+        if threshold:
+            # What was loaded is out of the collector's scans; the young generation waits longer.
+            assert gc.get_freeze_count() > 0 and gc.get_threshold() == (threshold, *before[1:])
+        else:
+            assert gc.get_freeze_count() == 0 and gc.get_threshold() == before
+    finally:
+        gc.unfreeze()
+        gc.set_threshold(*before)
