@@ -79,14 +79,14 @@ class MicroBatcher:
 
     def __init__(
         self,
-        run_batch: Callable[[np.ndarray], np.ndarray],
+        run_batch: Callable[[Any], Sequence[Any]],
         executor: Executor,
         *,
         max_batch: int,
         max_wait_s: float,
         on_batch: Callable[[int, float], None] | None = None,
         lanes: int = 1,
-        run_overlapping: Callable[[np.ndarray], np.ndarray] | None = None,
+        run_overlapping: Callable[[Any], Sequence[Any]] | None = None,
         collate: Callable[[list[Any]], Any] = np.stack,
     ) -> None:
         if lanes < 1:
@@ -232,7 +232,7 @@ class MicroBatcher:
         return run(self._collate(xs))
 
     async def _run(self, loop: asyncio.AbstractEventLoop, batch: list[_Pending],
-                   run: Callable[[np.ndarray], np.ndarray]) -> None:
+                   run: Callable[[Any], Sequence[Any]]) -> None:
         started = time.perf_counter()
         try:
             vectors = await loop.run_in_executor(self._executor, self._stack_and_run, run, [p.x for p in batch])

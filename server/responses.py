@@ -43,11 +43,7 @@ def search_answer(found: SearchOutcome) -> Response:
 
 
 def _match(m: Match) -> dict[str, object]:
-    item = m.item
-    return {"id": int(item.id), "pid": _int(item.pid), "camera": _int(item.camera),
-            "timestamp": _float(item.timestamp), "path": item.path, "added_at": float(item.added_at),
-            "image_url": f"/gallery/{item.id}/image", "distance": float(m.distance),
-            "reranked_distance": _float(m.reranked_distance)}
+    return {**_item_fields(m.item), "distance": float(m.distance), "reranked_distance": _float(m.reranked_distance)}
 
 
 def _int(x: int | None) -> int | None:
@@ -81,8 +77,10 @@ def item_out(item: GalleryItem) -> GalleryItemOut:
 
 
 def _item_fields(item: GalleryItem) -> dict[str, object]:
-    return dict(id=item.id, pid=item.pid, camera=item.camera, timestamp=item.timestamp, path=item.path,
-                added_at=item.added_at, image_url=f"/gallery/{item.id}/image")
+    """An item's fields as JSON-ready Python scalars (numpy ones from the index included)."""
+    return {"id": int(item.id), "pid": _int(item.pid), "camera": _int(item.camera),
+            "timestamp": _float(item.timestamp), "path": item.path, "added_at": float(item.added_at),
+            "image_url": f"/gallery/{item.id}/image"}
 
 
 def _ms(seconds: float) -> float:
